@@ -1,0 +1,31 @@
+# Two commands on a fresh machine: `make repro` and `make test` (both run `make setup` first).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Stages run `python ...`: put the venv first on PATH so dvc finds the right interpreter.
+RUN := PATH="$(CURDIR)/$(BIN):$$PATH"
+
+.PHONY: setup repro test bench clean-venv
+
+setup: $(STAMP)
+
+# Re-installs only when the pins change; otherwise `make setup` is a no-op.
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required: run make with PYTHON=python3.11")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	touch $@
+
+repro: setup
+	$(RUN) dvc repro
+
+test: setup
+	$(RUN) python -m pytest
+
+bench: setup
+	$(RUN) python bench/compare.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,59 @@
+"""RichBoyNet checkpoints in safetensors, carrying the config that made them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import save
+
+from lora_mnist.artifacts import write_bytes
+from lora_mnist.errors import ArtifactError
+from lora_mnist.integrity import canonical_safetensors, read_safetensors
+from lora_mnist.model import RichBoyNet
+
+
+def safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
+    """Serialise tensors (moved to CPU) to safetensors bytes, identical for identical inputs."""
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    return canonical_safetensors(save(tensors, metadata=metadata))
+
+
+def save_tensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str]) -> None:
+    """Write tensors to a safetensors file atomically."""
+    write_bytes(path, safetensors_bytes(tensors, metadata))
+
+
+def save_model(model: RichBoyNet, path: str | Path) -> None:
+    """Save a plain RichBoyNet state_dict with its hidden sizes in the metadata."""
+    config = {"hidden_size_1": model.linear1.out_features, "hidden_size_2": model.linear2.out_features}
+    save_tensors(model.state_dict(), path, {"model": "RichBoyNet", "config": json.dumps(config, sort_keys=True)})
+
+
+def load_state(model: torch.nn.Module, tensors: dict[str, torch.Tensor], source: str | Path) -> None:
+    """Load `tensors` into `model` exactly: a missing, unexpected or misshapen tensor is an ArtifactError."""
+    expected = model.state_dict()
+    for key in sorted(set(expected) | set(tensors)):
+        if key not in tensors:
+            raise ArtifactError(f"{source}: tensor {key} is missing")
+        if key not in expected:
+            raise ArtifactError(f"{source}: unexpected tensor {key}")
+        if tensors[key].shape != expected[key].shape or tensors[key].dtype != expected[key].dtype:
+            raise ArtifactError(
+                f"{source}: tensor {key} has shape {tuple(tensors[key].shape)} {tensors[key].dtype}, "
+                f"expected {tuple(expected[key].shape)} {expected[key].dtype}"
+            )
+    model.load_state_dict(tensors, strict=True)
+
+
+def load_model(path: str | Path) -> RichBoyNet:
+    """Rebuild a RichBoyNet from a checkpoint written by save_model."""
+    tensors, metadata = read_safetensors(path, framework="pt")
+    try:
+        config = json.loads(metadata["config"])
+        model = RichBoyNet(int(config["hidden_size_1"]), int(config["hidden_size_2"]))
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ArtifactError(f"{path}: metadata has no valid RichBoyNet config ({exc!r})") from None
+    load_state(model, tensors, path)
+    return model

@@ -1,0 +1,20 @@
+"""Run a stage's main so that user-fixable errors end in one clear line, not a traceback."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from lora_mnist.errors import LoraMnistError
+
+
+def run_stage(main: Callable[[], None]) -> None:
+    """Call `main`; a LoraMnistError prints `error: ...` and exits 1, Ctrl-C exits 130."""
+    try:
+        main()
+    except LoraMnistError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("error: interrupted; no output was written", file=sys.stderr)
+        sys.exit(130)

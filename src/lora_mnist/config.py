@@ -1,0 +1,176 @@
+"""params.yaml -> frozen, validated dataclasses: the one way params enter the code."""
+
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lora_mnist.errors import ConfigError
+
+N_PIXELS = 28 * 28
+N_CLASSES = 10
+LINEAR_NAMES = ("linear1", "linear2", "linear3")
+DEVICES = ("cpu", "cuda", "mps", "auto")
+INITS = ("gaussian", "kaiming")
+SCALINGS = ("standard", "rslora")
+
+
+def _spec(kind: str, allowed: str, check: Any = None, choices: tuple = ()) -> dict:
+    """Field metadata: the expected kind, a range check and the text shown when it fails."""
+    return {"kind": kind, "allowed": allowed, "check": check, "choices": choices}
+
+
+def _int(minimum: int, **kw: Any) -> Any:
+    return field(metadata=_spec("int", f"an integer >= {minimum}", lambda v: v >= minimum), **kw)
+
+
+def _positive_float(**kw: Any) -> Any:
+    return field(metadata=_spec("float", "a number > 0", lambda v: math.isfinite(v) and v > 0), **kw)
+
+
+def _choice(choices: tuple[str, ...], **kw: Any) -> Any:
+    return field(metadata=_spec("str", f"one of {', '.join(choices)}", choices=choices), **kw)
+
+
+@dataclass(frozen=True)
+class DataParams:
+    source: str = field(  # auto, torchvision, registry or a directory holding the four MNIST files
+        default="auto", metadata=_spec("str", "auto, torchvision, registry or a directory path", lambda v: v != "")
+    )
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    hidden_size_1: int = _int(1, default=1000)  # linear1: 784 -> hidden_size_1
+    hidden_size_2: int = _int(1, default=2000)  # linear2: hidden_size_1 -> hidden_size_2
+
+
+@dataclass(frozen=True)
+class PretrainParams:
+    seed: int = _int(0, default=0)  # drives the shuffle and the weight init
+    epochs: int = _int(1, default=1)
+    batch_size: int = _int(1, default=10)
+    lr: float = _positive_float(default=0.001)  # Adam
+
+
+@dataclass(frozen=True)
+class TargetParams:
+    digit: int | str = field(  # "auto": the digit with most test errors (ties -> smallest)
+        default="auto", metadata=_spec("digit", "auto or an integer 0-9")
+    )
+
+
+@dataclass(frozen=True)
+class FinetuneParams:
+    seed: int = _int(0, default=0)  # drives the LoRA A init and the shuffle
+    steps: int = _int(1, default=100)  # optimizer steps (the seed: 100 batches)
+    batch_size: int = _int(1, default=10)
+    lr: float = _positive_float(default=0.001)
+
+
+@dataclass(frozen=True)
+class LoraParams:
+    rank: int = _int(1, default=1)  # also <= min(in, out) of every targeted layer (checked below)
+    alpha: float = _positive_float(default=1.0)  # scale = alpha / rank (or / sqrt(rank) for rslora)
+    targets: tuple[str, ...] = field(
+        default=LINEAR_NAMES, metadata=_spec("targets", f"a non-empty list of distinct names from {list(LINEAR_NAMES)}")
+    )
+    init: str = _choice(INITS, default="gaussian")  # gaussian: A ~ N(0, 1) (the seed); kaiming: PEFT's default
+    scaling: str = _choice(SCALINGS, default="standard")
+
+
+@dataclass(frozen=True)
+class Params:
+    device: str = _choice(DEVICES, default="cpu")  # auto: cuda, then mps, then cpu
+    data: DataParams = field(default_factory=DataParams)
+    model: ModelParams = field(default_factory=ModelParams)
+    pretrain: PretrainParams = field(default_factory=PretrainParams)
+    target: TargetParams = field(default_factory=TargetParams)
+    finetune: FinetuneParams = field(default_factory=FinetuneParams)
+    lora: LoraParams = field(default_factory=LoraParams)
+
+
+def layer_shapes(hidden_size_1: int, hidden_size_2: int) -> dict[str, tuple[int, int]]:
+    """(in_features, out_features) of each RichBoyNet Linear layer, without building (or importing) torch."""
+    return {"linear1": (N_PIXELS, hidden_size_1), "linear2": (hidden_size_1, hidden_size_2),
+            "linear3": (hidden_size_2, N_CLASSES)}
+
+
+def _fail(key: str, value: Any, allowed: str) -> ConfigError:
+    return ConfigError(f"params: {key} = {value!r} is invalid: expected {allowed}")
+
+
+def _convert(key: str, value: Any, meta: dict) -> Any:
+    """Check one leaf value's type and range; return it in its canonical type."""
+    kind, allowed = meta["kind"], meta["allowed"]
+    if kind == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind == "float":
+        if isinstance(value, str):  # PyYAML reads 1e-3 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif kind == "str":
+        ok = isinstance(value, str) and (not meta["choices"] or value in meta["choices"])
+    elif kind == "digit":
+        ok = value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 9)
+    else:  # targets
+        ok = (
+            isinstance(value, list)
+            and len(value) > 0
+            and all(isinstance(v, str) and v in LINEAR_NAMES for v in value)
+            and len(set(value)) == len(value)
+        )
+        value = tuple(value) if ok else value
+    if not ok or (meta["check"] is not None and not meta["check"](value)):
+        raise _fail(key, value, allowed)
+    return value
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    """Build dataclass `cls` from mapping `raw`, refusing unknown and missing keys."""
+    if not isinstance(raw, dict):
+        raise _fail(prefix.rstrip(".") or "params.yaml", raw, "a mapping of keys")
+    known = {f.name: f for f in fields(cls)}
+    for key in raw:
+        if key not in known:
+            hint = difflib.get_close_matches(str(key), known, n=1)
+            suggestion = f" (did you mean {prefix}{hint[0]}?)" if hint else ""
+            raise ConfigError(f"params: unknown key {prefix}{key}{suggestion}; allowed: {', '.join(known)}")
+    values = {}
+    for name, f in known.items():
+        key = prefix + name
+        if name not in raw:
+            raise ConfigError(f"params: missing key {key}")
+        sub = f.default_factory if is_dataclass(f.default_factory) else None  # type: ignore[arg-type]
+        values[name] = _build(sub, raw[name], key + ".") if sub else _convert(key, raw[name], f.metadata)
+    return cls(**values)
+
+
+def parse_params(raw: Any) -> Params:
+    """Validate a params mapping (as read from YAML) and return typed Params."""
+    params = _build(Params, raw, "")
+    shapes = layer_shapes(params.model.hidden_size_1, params.model.hidden_size_2)
+    limit = min(min(shapes[name]) for name in params.lora.targets)
+    if params.lora.rank > limit:
+        raise _fail("lora.rank", params.lora.rank, f"an integer from 1 to {limit} (min(in, out) of the targeted layers)")
+    return params
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml; any problem is one ConfigError naming the key."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"params: {path} not found (run from the project root)") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"params: {path} is not valid YAML: {exc}") from None
+    return parse_params(raw)

@@ -1,0 +1,42 @@
+"""MNIST as normalised tensors in memory, and seeded shuffled batches."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lora_mnist.idx import raw_dir, read_mnist_split
+
+MEAN, STD = 0.1307, 0.3081  # the seed's Normalize((0.1307,), (0.3081,))
+
+
+def normalize(images: np.ndarray) -> torch.Tensor:
+    """uint8 (n, 28, 28) -> float32 (n, 784), as ToTensor() then Normalize() compute it."""
+    x = torch.from_numpy(images.reshape(len(images), -1)).to(torch.float32).div(255)
+    return x.sub(MEAN).div(STD)
+
+
+def load_split(root: str | Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images float32 (n, 784) normalised, labels int64 (n,) of the `train` or `test` split."""
+    images, labels = read_mnist_split(raw_dir(root), split)
+    return normalize(images), torch.from_numpy(labels.astype(np.int64))
+
+
+def batch_indices(n: int, batch_size: int, steps: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+    """`steps` batches of indices into range(n): a fresh permutation each epoch, last batch may be short."""
+    step = 0
+    while True:
+        perm = torch.randperm(n, generator=generator)
+        for start in range(0, n, batch_size):
+            if step == steps:
+                return
+            yield perm[start : start + batch_size]
+            step += 1
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    """Number of batches in one pass over n samples (the last one may be short, as DataLoader does)."""
+    return -(-n // batch_size)

@@ -1,0 +1,27 @@
+"""Predictions, accuracy, per-digit wrong counts and target selection."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lora_mnist.config import N_CLASSES
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """Argmax predictions (n,) int64 on CPU, batched (the seed evaluates one image at a time)."""
+    model.eval()
+    preds = [model(images[i : i + batch_size]).argmax(dim=1) for i in range(0, len(images), batch_size)]
+    return torch.cat(preds).cpu()
+
+
+def wrong_counts(labels: torch.Tensor, preds: torch.Tensor) -> list[int]:
+    """Wrong predictions per digit, indexed by the TRUE label (as the seed counts them)."""
+    wrong = labels[preds != labels]
+    return torch.bincount(wrong, minlength=N_CLASSES).tolist()
+
+
+def accuracy(labels: torch.Tensor, preds: torch.Tensor) -> float:
+    """Fraction of correct predictions (full precision)."""
+    return (preds == labels).sum().item() / len(labels)

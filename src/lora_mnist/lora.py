@@ -1,0 +1,227 @@
+"""LoRA via torch.nn.utils.parametrize: weight = W_frozen + (B @ A) * scale, with W_frozen untouched.
+
+Follows the seed (hkproj/pytorch-lora) with its oddities fixed: the seed named `layer.weight.shape` as
+`(features_in, features_out)` although it is `(out, in)`, and reshaped `B @ A` with a no-op `.view`.
+Enabling, disabling and merging are explicit calls, never side effects of `train()`/`eval()`.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from lora_mnist.config import INITS, SCALINGS
+from lora_mnist.errors import ConfigError
+from lora_mnist.model import RichBoyNet
+
+
+def _check_rank(rank: object) -> int:
+    if isinstance(rank, bool) or not isinstance(rank, numbers.Integral) or rank < 1:
+        raise ConfigError(f"rank={rank!r} is invalid: allowed is an int >= 1")
+    return int(rank)
+
+
+def _check_alpha(alpha: object) -> float:
+    ok = isinstance(alpha, numbers.Real) and not isinstance(alpha, bool)
+    if not ok or not math.isfinite(alpha) or alpha <= 0:
+        raise ConfigError(f"alpha={alpha!r} is invalid: allowed is a finite number > 0")
+    return float(alpha)
+
+
+def _check_choice(arg: str, value: object, allowed: Sequence[str]) -> str:
+    if value not in allowed:
+        raise ConfigError(f"{arg}={value!r} is invalid: allowed are {', '.join(map(repr, allowed))}")
+    return value  # type: ignore[return-value]
+
+
+class LoRAParametrization(nn.Module):
+    """Adds the low-rank update (B @ A) * scale to a Linear weight of shape (out, in) when enabled."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        rank: int,
+        alpha: float,
+        init: str = "gaussian",
+        scaling: str = "standard",
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.rank = _check_rank(rank)
+        self.alpha = _check_alpha(alpha)
+        self.init = _check_choice("init", init, INITS)
+        self.scaling = _check_choice("scaling", scaling, SCALINGS)
+        self.scale = self.alpha / (self.rank if scaling == "standard" else math.sqrt(self.rank))
+        self.enabled = True
+        # Draw A on the CPU in float32 so the same generator gives the same A on every device.
+        a = torch.empty(self.rank, in_features)  # (r, in)
+        if init == "gaussian":
+            nn.init.normal_(a, mean=0.0, std=1.0, generator=generator)
+        else:
+            nn.init.kaiming_uniform_(a, a=math.sqrt(5), generator=generator)
+        self.lora_A = nn.Parameter(a.to(device=device, dtype=dtype))
+        # B = 0 makes B @ A = 0, so the adapted model equals the base model at step 0.
+        self.lora_B = nn.Parameter(torch.zeros(out_features, self.rank, device=device, dtype=dtype))  # (out, r)
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        """Return the effective weight (out, in): W + (B @ A) * scale if enabled, else W itself."""
+        if not self.enabled:
+            return weight
+        return weight + self.lora_B @ self.lora_A * self.scale
+
+    def extra_repr(self) -> str:
+        return f"rank={self.rank}, alpha={self.alpha}, init={self.init!r}, scaling={self.scaling!r}"
+
+
+def _linear_names(model: nn.Module) -> list[str]:
+    return [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+
+
+def _lora_of(module: nn.Module) -> LoRAParametrization | None:
+    if not parametrize.is_parametrized(module, "weight"):
+        return None
+    found = [p for p in module.parametrizations.weight if isinstance(p, LoRAParametrization)]
+    return found[0] if found else None
+
+
+def apply_lora(
+    model: nn.Module,
+    targets: Sequence[str],
+    rank: int,
+    alpha: float,
+    init: str = "gaussian",
+    scaling: str = "standard",
+    generator: torch.Generator | None = None,
+) -> None:
+    """Register LoRA on the weight of each target Linear, in the order given (A is drawn in that order)."""
+    rank, alpha = _check_rank(rank), _check_alpha(alpha)
+    _check_choice("init", init, INITS)
+    _check_choice("scaling", scaling, SCALINGS)
+    allowed = _linear_names(model)
+    if isinstance(targets, str) or not targets:
+        raise ConfigError(f"targets={targets!r} is invalid: allowed is a non-empty list drawn from {allowed}")
+    for name in targets:
+        if name not in allowed:
+            raise ConfigError(f"targets: unknown module {name!r}; allowed Linear names are {allowed}")
+        if list(targets).count(name) > 1:
+            raise ConfigError(f"targets: {name!r} is listed twice; list each Linear at most once")
+        layer = model.get_submodule(name)
+        if _lora_of(layer) is not None:
+            raise ConfigError(f"targets: LoRA is already applied to {name!r}; apply it once per layer")
+        limit = min(layer.in_features, layer.out_features)
+        if rank > limit:
+            raise ConfigError(f"rank={rank} is invalid for {name!r} ({layer.in_features} -> "
+                              f"{layer.out_features}): allowed is 1 <= rank <= {limit}")
+    # Everything is checked before anything is registered, so a bad call leaves the model unchanged.
+    for name in targets:
+        layer = model.get_submodule(name)
+        w = layer.weight
+        lora = LoRAParametrization(layer.in_features, layer.out_features, rank, alpha, init, scaling,
+                                   generator=generator, device=w.device, dtype=w.dtype)
+        parametrize.register_parametrization(layer, "weight", lora)
+
+
+def lora_layers(model: nn.Module) -> dict[str, LoRAParametrization]:
+    """Map each LoRA-adapted module name to its parametrization, in module definition order."""
+    found = {name: _lora_of(module) for name, module in model.named_modules()}
+    return {name: lora for name, lora in found.items() if lora is not None}
+
+
+def set_lora_enabled(model: nn.Module, enabled: bool) -> None:
+    """Switch every LoRA update on or off (a no-op on a model without LoRA)."""
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"enabled={enabled!r} is invalid: allowed are True, False")
+    for lora in lora_layers(model).values():
+        lora.enabled = enabled
+
+
+@contextmanager
+def lora_disabled(model: nn.Module) -> Iterator[nn.Module]:
+    """Run the block with LoRA off, then restore each layer's previous state (even on error)."""
+    layers = lora_layers(model)
+    previous = {name: lora.enabled for name, lora in layers.items()}
+    try:
+        set_lora_enabled(model, False)
+        yield model
+    finally:
+        for name, lora in layers.items():
+            lora.enabled = previous[name]
+
+
+def lora_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    """Return the LoRA parameters by name (names contain `lora_`, the rule that drives freezing)."""
+    return {name: p for name, p in model.named_parameters() if "lora_" in name}
+
+
+def freeze_non_lora(model: nn.Module) -> None:
+    """Make LoRA parameters trainable and everything else (frozen weights and biases) not."""
+    for name, p in model.named_parameters():
+        p.requires_grad_("lora_" in name)
+
+
+def trainable_parameter_names(model: nn.Module) -> list[str]:
+    """Names of the parameters that require grad."""
+    return [name for name, p in model.named_parameters() if p.requires_grad]
+
+
+@dataclass(frozen=True)
+class ParamCount:
+    """Parameter counts: original (non-LoRA) and LoRA, and LoRA as a percentage of original."""
+
+    original: int
+    lora: int
+    increment_pct: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "increment_pct", 100 * self.lora / self.original if self.original else 0.0)
+
+
+def count_parameters(model: nn.Module) -> ParamCount:
+    """Count non-LoRA parameters (frozen weights + biases) and LoRA ones (rank * (in + out) per layer)."""
+    lora = lora_parameters(model)
+    n_lora = sum(p.numel() for p in lora.values())
+    n_original = sum(p.numel() for name, p in model.named_parameters() if name not in lora)
+    return ParamCount(original=n_original, lora=n_lora)
+
+
+def base_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The frozen base weights under plain names (`linear1.weight`, ...), sharing storage like state_dict."""
+    plain = {}
+    for key, tensor in model.state_dict().items():
+        if "lora_" in key:
+            continue
+        plain[key.replace(".parametrizations.weight.original", ".weight")] = tensor
+    return plain
+
+
+@torch.no_grad()
+def merge(model: RichBoyNet) -> RichBoyNet:
+    """Return a new plain RichBoyNet with W + (B @ A) * scale folded in; `model` is left unchanged.
+
+    The LoRA update is merged whether or not it is currently enabled: merging means "keep the adapter".
+    """
+    if not isinstance(model, RichBoyNet):
+        raise TypeError(f"merge expects a RichBoyNet, got {type(model).__name__}")
+    layers = lora_layers(model)
+    state = {}
+    for key, tensor in base_state_dict(model).items():
+        name, kind = key.rsplit(".", 1)
+        if kind == "weight" and name in layers:
+            lora = layers[name]
+            tensor = tensor + lora.lora_B @ lora.lora_A * lora.scale  # same expression as forward()
+        state[key] = tensor.detach().clone()
+    # Build on the meta device so the new model draws nothing from the global RNG.
+    with torch.device("meta"):
+        merged = RichBoyNet(model.linear1.out_features, model.linear2.out_features)
+    merged.load_state_dict(state, assign=True)
+    return merged.train(model.training)

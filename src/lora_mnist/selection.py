@@ -1,0 +1,36 @@
+"""Choosing the target digit and its training subset (numpy only: no torch import cost)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lora_mnist.errors import DataError
+
+
+def choose_target(wrong: list[int], digit: int | str) -> int:
+    """`auto`: the most-wrong digit, ties to the smallest; otherwise the given digit."""
+    if digit == "auto":
+        return max(range(len(wrong)), key=lambda d: (wrong[d], -d))
+    return int(digit)
+
+
+def target_indices(labels: np.ndarray, digit: int) -> np.ndarray:
+    """Indices (int64, ascending) of the samples labelled `digit`; none at all is an error."""
+    indices = np.flatnonzero(labels == digit).astype(np.int64)
+    if len(indices) == 0:
+        raise DataError(f"target digit {digit} has no training samples")
+    return indices
+
+
+def check_enough(size: int, digit: int, batch_size: int) -> None:
+    """Fine-tuning needs at least one full batch of the target digit."""
+    if size < batch_size:
+        raise DataError(
+            f"target digit {digit} has {size} training samples, fewer than one batch "
+            f"(finetune.batch_size = {batch_size}); choose another target.digit or a smaller batch size"
+        )
+
+
+def per_digit(counts: list[int]) -> dict[str, int]:
+    """{"0": n0, ..., "9": n9}: stable metric keys."""
+    return {str(d): int(n) for d, n in enumerate(counts)}

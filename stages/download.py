@@ -1,0 +1,48 @@
+"""DVC stage: fetch and verify MNIST into `<out_dir>/MNIST/raw/`.
+
+Usage: python stages/download.py <out_dir>   (data.source from params.yaml picks the source)
+
+Test hook: if the env var LORA_MNIST_EXPECTED_MD5 names a JSON file `{filename: [size, md5], ...}`, those
+checksums replace the official ones. It exists only so end-to-end tests can run on synthetic data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from lora_mnist.artifacts import read_json
+from lora_mnist.cli import run_stage
+from lora_mnist.config import load_params
+from lora_mnist.download import fetch_mnist
+from lora_mnist.errors import DataError
+from lora_mnist.idx import MNIST_FILES, raw_dir
+
+
+def expected_checksums() -> dict[str, tuple[int, str]]:
+    """The official checksums, or the test override named by LORA_MNIST_EXPECTED_MD5."""
+    path = os.environ.get("LORA_MNIST_EXPECTED_MD5")
+    if not path:
+        return MNIST_FILES
+    raw = read_json(path)
+    if not (isinstance(raw, dict) and set(raw) == set(MNIST_FILES)
+            and all(isinstance(v, list) and len(v) == 2 for v in raw.values())):
+        raise DataError(f"{path}: expected {{filename: [size, md5]}} for {sorted(MNIST_FILES)}")
+    return {name: (int(size), str(md5)) for name, (size, md5) in raw.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out_dir", type=Path, help="e.g. data/raw (files land in data/raw/MNIST/raw/)")
+    args = parser.parse_args()
+    params = load_params("params.yaml")
+    expected = expected_checksums()
+    source = fetch_mnist(args.out_dir, params.data.source, expected)
+    total = sum(size for size, _ in expected.values())
+    print(f"MNIST from {source}: {len(expected)} files, {total:,} bytes, MD5 verified -> "
+          f"{raw_dir(args.out_dir)}")
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,30 @@
+"""DVC stage `filter`: indices of the training images of the target digit chosen by select_target."""
+
+import argparse
+
+from lora_mnist.cli import run_stage
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    for name in ("data", "selection", "indices_out", "metrics_out"):
+        parser.add_argument(name)
+    args = parser.parse_args()
+
+    from safetensors.numpy import save
+
+    from lora_mnist.artifacts import read_json, write_bytes, write_json
+    from lora_mnist.idx import raw_dir, read_idx
+    from lora_mnist.integrity import canonical_safetensors
+    from lora_mnist.selection import target_indices
+
+    digit = int(read_json(args.selection)["target"]["digit"])
+    labels = read_idx(raw_dir(args.data) / "train-labels-idx1-ubyte")
+    indices = target_indices(labels, digit)
+    write_bytes(args.indices_out, canonical_safetensors(save({"indices": indices}, metadata={"digit": str(digit)})))
+    write_json(args.metrics_out, {"digit": digit, "size": len(indices)})
+    print(f"filter: {len(indices)} training images of digit {digit} -> {args.indices_out}")
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,51 @@
+"""DVC stage `pretrain`: train RichBoyNet from scratch on the 60,000 MNIST training images."""
+
+import argparse
+
+from lora_mnist.cli import run_stage
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    for name in ("data", "model_out", "metrics_out", "plots_out"):
+        parser.add_argument(name)
+    args = parser.parse_args()
+
+    from lora_mnist.config import load_params
+
+    params = load_params()  # validated before any heavy import or work
+
+    import torch
+
+    from lora_mnist.artifacts import write_json
+    from lora_mnist.checkpoint import save_model
+    from lora_mnist.data import load_split, steps_per_epoch
+    from lora_mnist.model import RichBoyNet
+    from lora_mnist.plots import write_losses
+    from lora_mnist.runtime import generator, make_deterministic, resolve_device
+    from lora_mnist.train import train
+
+    device = resolve_device(params.device)
+    make_deterministic()
+    cfg = params.pretrain
+    images, labels = load_split(args.data, "train")
+    torch.manual_seed(cfg.seed)  # the weight init draws from the global RNG, as in the seed
+    model = RichBoyNet(params.model.hidden_size_1, params.model.hidden_size_2).to(device)
+    steps = cfg.epochs * steps_per_epoch(len(images), cfg.batch_size)
+    losses = train(
+        model, images.to(device), labels.to(device), batch_size=cfg.batch_size, steps=steps, lr=cfg.lr,
+        generator=generator(cfg.seed), desc="pretrain",
+    )
+    save_model(model, args.model_out)
+    write_losses(args.plots_out, losses)
+    last = losses[-100:]
+    write_json(args.metrics_out, {
+        "device": device.type, "steps": steps, "train_size": len(images),
+        "loss": {"first": losses[0], "last": losses[-1], "mean_last_100": sum(last) / len(last)},
+    })
+    print(f"pretrain: {steps} steps on {len(images)} images ({device.type}), mean loss of last 100 steps "
+          f"{sum(last) / len(last):.4f} -> {args.model_out}")
+
+
+if __name__ == "__main__":
+    run_stage(main)

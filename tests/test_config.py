@@ -1,0 +1,148 @@
+"""params.yaml validation: every key, every kind of mistake, one clear ConfigError naming the key."""
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lora_mnist.config import Params, load_params, parse_params
+from lora_mnist.errors import ConfigError
+
+PARAMS_YAML = Path(__file__).resolve().parents[1] / "params.yaml"
+DEFAULTS = yaml.safe_load(PARAMS_YAML.read_text())
+
+
+def with_value(dotted: str, value):
+    raw = copy.deepcopy(DEFAULTS)
+    *parents, leaf = dotted.split(".")
+    node = raw
+    for key in parents:
+        node = node[key]
+    node[leaf] = value
+    return raw
+
+
+def test_params_yaml_is_valid_and_matches_dataclass_defaults():
+    assert load_params(PARAMS_YAML) == Params()
+
+
+# (dotted key, bad value, text the message must contain)
+BAD = [
+    ("device", "gpu", "cpu, cuda, mps, auto"),
+    ("device", 1, "cpu, cuda, mps, auto"),
+    ("data.source", "", "directory"),
+    ("data.source", 3, "directory"),
+    ("model.hidden_size_1", 0, ">= 1"),
+    ("model.hidden_size_1", 10.5, "integer"),
+    ("model.hidden_size_2", True, "integer"),
+    ("model.hidden_size_2", "2000", "integer"),
+    ("pretrain.seed", -1, ">= 0"),
+    ("pretrain.seed", 0.0, "integer"),
+    ("pretrain.epochs", 0, ">= 1"),
+    ("pretrain.epochs", 1.0, "integer"),
+    ("pretrain.batch_size", 0, ">= 1"),
+    ("pretrain.lr", 0, "> 0"),
+    ("pretrain.lr", -0.1, "> 0"),
+    ("pretrain.lr", True, "> 0"),
+    ("pretrain.lr", "fast", "> 0"),
+    ("pretrain.lr", float("nan"), "> 0"),
+    ("target.digit", 10, "0-9"),
+    ("target.digit", -1, "0-9"),
+    ("target.digit", "nine", "0-9"),
+    ("target.digit", True, "0-9"),
+    ("target.digit", 9.0, "0-9"),
+    ("finetune.seed", -5, ">= 0"),
+    ("finetune.steps", 0, ">= 1"),
+    ("finetune.steps", 1.5, "integer"),
+    ("finetune.batch_size", 0, ">= 1"),
+    ("finetune.lr", 0.0, "> 0"),
+    ("lora.rank", 0, ">= 1"),
+    ("lora.rank", 1.0, "integer"),
+    ("lora.rank", False, "integer"),
+    ("lora.rank", 11, "from 1 to 10"),  # linear3 has 10 outputs
+    ("lora.alpha", 0, "> 0"),
+    ("lora.alpha", -1, "> 0"),
+    ("lora.targets", [], "non-empty"),
+    ("lora.targets", ["linear4"], "linear1"),
+    ("lora.targets", ["linear1", "linear1"], "distinct"),
+    ("lora.targets", "linear1", "list"),
+    ("lora.init", "xavier", "gaussian, kaiming"),
+    ("lora.scaling", "sqrt", "standard, rslora"),
+]
+
+
+@pytest.mark.parametrize("key,value,allowed", BAD, ids=[f"{k}={v!r}" for k, v, _ in BAD])
+def test_bad_value_names_key_value_and_allowed(key, value, allowed):
+    with pytest.raises(ConfigError) as exc:
+        parse_params(with_value(key, value))
+    message = str(exc.value)
+    assert key in message and repr(value) in message and allowed in message
+
+
+def test_every_leaf_key_is_covered_by_the_table():
+    def leaves(node, prefix=""):
+        for key, value in node.items():
+            if isinstance(value, dict):
+                yield from leaves(value, f"{prefix}{key}.")
+            else:
+                yield prefix + key
+    assert set(leaves(DEFAULTS)) == {key for key, _, _ in BAD}
+
+
+def test_rank_limit_follows_targets_and_model_size():
+    raw = with_value("lora.targets", ["linear1", "linear2"])
+    raw["lora"]["rank"] = 64
+    assert parse_params(raw).lora.rank == 64
+    raw["model"]["hidden_size_1"] = 32
+    with pytest.raises(ConfigError, match="lora.rank = 64.*from 1 to 32"):
+        parse_params(raw)
+
+
+def test_unknown_key_suggests_near_miss():
+    raw = copy.deepcopy(DEFAULTS)
+    raw["lora"]["rnak"] = 2
+    with pytest.raises(ConfigError, match=r"unknown key lora\.rnak \(did you mean lora\.rank\?\)"):
+        parse_params(raw)
+    raw = copy.deepcopy(DEFAULTS)
+    raw["finetunee"] = {}
+    with pytest.raises(ConfigError, match=r"unknown key finetunee \(did you mean finetune\?\)"):
+        parse_params(raw)
+
+
+def test_missing_key_is_named():
+    raw = copy.deepcopy(DEFAULTS)
+    del raw["finetune"]["steps"]
+    with pytest.raises(ConfigError, match=r"missing key finetune\.steps"):
+        parse_params(raw)
+
+
+def test_section_must_be_a_mapping():
+    with pytest.raises(ConfigError, match="lora"):
+        parse_params(with_value("lora", 3))
+
+
+def test_types_are_canonical():
+    raw = with_value("lora.alpha", 2)
+    raw["finetune"]["lr"] = "1e-3"  # PyYAML reads exponent floats without a dot as strings
+    raw["target"]["digit"] = 7
+    params = parse_params(raw)
+    assert params.lora.alpha == 2.0 and isinstance(params.lora.alpha, float)
+    assert params.finetune.lr == 0.001
+    assert params.target.digit == 7
+    assert params.lora.targets == ("linear1", "linear2", "linear3")
+
+
+def test_params_are_frozen():
+    params = Params()
+    with pytest.raises(AttributeError):
+        params.lora.rank = 3  # type: ignore[misc]
+
+
+def test_missing_or_broken_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_params(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("lora: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params(bad)

@@ -1,0 +1,237 @@
+"""LoRA invariants: exact equality with the base model, frozen weights, counts, merge, bad inputs."""
+
+import copy
+import math
+
+import pytest
+import torch
+from torch.nn.utils import parametrize
+
+from lora_mnist.errors import ConfigError
+from lora_mnist.lora import (
+    LoRAParametrization,
+    ParamCount,
+    apply_lora,
+    base_state_dict,
+    count_parameters,
+    freeze_non_lora,
+    lora_disabled,
+    lora_layers,
+    lora_parameters,
+    merge,
+    set_lora_enabled,
+    trainable_parameter_names,
+)
+from lora_mnist.model import LINEAR_NAMES, RichBoyNet
+
+H1, H2 = 16, 32
+
+
+@pytest.fixture
+def base():
+    torch.manual_seed(0)
+    return RichBoyNet(H1, H2)
+
+
+@pytest.fixture
+def batch():
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(8, 1, 28, 28, generator=g), torch.randint(0, 10, (8,), generator=g)
+
+
+def lora_model(base, targets=LINEAR_NAMES, rank=2, alpha=4.0, **kw):
+    model = copy.deepcopy(base)
+    apply_lora(model, targets, rank, alpha, generator=torch.Generator().manual_seed(0), **kw)
+    return model
+
+
+def train_steps(model, batch, steps=5, lr=0.1):
+    """A few Adam steps at a high lr on the LoRA parameters only."""
+    freeze_non_lora(model)
+    opt = torch.optim.Adam(lora_parameters(model).values(), lr=lr)
+    x, y = batch
+    for _ in range(steps):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+
+
+def test_lora_equals_base_at_init_and_when_disabled(base, batch):
+    model = lora_model(base)
+    x = batch[0]
+    assert torch.equal(model(x), base(x))
+    train_steps(model, batch)
+    assert not torch.equal(model(x), base(x))
+    with lora_disabled(model):
+        assert torch.equal(model(x), base(x))
+    set_lora_enabled(model, False)
+    assert torch.equal(model(x), base(x))
+
+
+def test_effective_weight_is_original_plus_scaled_update(base, batch):
+    model = lora_model(base)
+    train_steps(model, batch)
+    for name, lora in lora_layers(model).items():
+        layer = getattr(model, name)
+        original = layer.parametrizations.weight.original
+        assert torch.equal(layer.weight, original + lora.lora_B @ lora.lora_A * lora.scale)
+        assert torch.equal(original, base.state_dict()[f"{name}.weight"])
+
+
+def test_training_changes_only_lora_tensors(base, batch):
+    model = lora_model(base)
+    before = copy.deepcopy(model.state_dict())
+    train_steps(model, batch)
+    after = model.state_dict()
+    lora_keys = {k for k in after if "lora_" in k}
+    assert len(lora_keys) == 2 * len(LINEAR_NAMES)
+    for key, tensor in after.items():
+        if key in lora_keys:
+            assert not torch.equal(tensor, before[key]), key
+        else:
+            assert torch.equal(tensor, before[key]), key
+    frozen = base_state_dict(model)
+    assert frozen.keys() == base.state_dict().keys()
+    assert all(torch.equal(frozen[k], v) for k, v in base.state_dict().items())
+
+
+def test_trainable_set_is_exactly_lora(base):
+    model = lora_model(base, targets=["linear1", "linear3"])
+    freeze_non_lora(model)
+    assert set(trainable_parameter_names(model)) == set(lora_parameters(model)) == {
+        f"{name}.parametrizations.weight.0.lora_{ab}" for name in ("linear1", "linear3") for ab in "AB"
+    }
+
+
+def test_seed_counts():
+    model = RichBoyNet()
+    apply_lora(model, LINEAR_NAMES, rank=1, alpha=1, generator=torch.Generator().manual_seed(0))
+    count = count_parameters(model)
+    assert (count.original, count.lora, round(count.increment_pct, 3)) == (2_807_010, 6_794, 0.242)
+
+
+@pytest.mark.parametrize("targets,rank", [(["linear2"], 3), (["linear1", "linear3"], 2), (LINEAR_NAMES, 10)])
+def test_counts_are_rank_times_in_plus_out(base, targets, rank):
+    model = lora_model(base, targets=targets, rank=rank)
+    expected = sum(rank * (getattr(base, n).in_features + getattr(base, n).out_features) for n in targets)
+    original = sum(p.numel() for p in base.parameters())
+    assert count_parameters(model) == ParamCount(original=original, lora=expected)
+
+
+def test_merge_gives_a_plain_model_matching_the_lora_model(base, batch):
+    model = lora_model(base)
+    train_steps(model, batch)
+    before = copy.deepcopy(model.state_dict())
+    merged = merge(model)
+    assert type(merged) is RichBoyNet
+    assert not any(parametrize.is_parametrized(m) for m in merged.modules())
+    assert set(merged.state_dict()) == set(base.state_dict())
+    x = batch[0]
+    torch.testing.assert_close(merged(x), model(x), atol=1e-5, rtol=0)
+    for name in LINEAR_NAMES:  # the merged weight is the very tensor the parametrization computes
+        assert torch.equal(getattr(merged, name).weight, getattr(model, name).weight)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert all(parametrize.is_parametrized(getattr(model, n), "weight") for n in LINEAR_NAMES)
+    with lora_disabled(model):  # merging keeps the update even while it is switched off
+        assert torch.equal(merge(model).linear1.weight, merged.linear1.weight)
+
+
+def test_merge_does_not_touch_the_global_rng(base):
+    model = lora_model(base)
+    state = torch.get_rng_state()
+    merge(model)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_train_and_eval_do_not_merge(base, batch):
+    model = lora_model(base)
+    train_steps(model, batch)
+    before = copy.deepcopy(model.state_dict())
+    x = batch[0]
+    logits = model(x)
+    model.eval()
+    assert torch.equal(model(x), logits)
+    model.train()
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert all(parametrize.is_parametrized(getattr(model, n), "weight") for n in LINEAR_NAMES)
+
+
+def test_lora_disabled_restores_state_even_on_error(base):
+    model = lora_model(base)
+    lora_layers(model)["linear2"].enabled = False
+    with pytest.raises(RuntimeError):
+        with lora_disabled(model):
+            assert not any(lora.enabled for lora in lora_layers(model).values())
+            raise RuntimeError("boom")
+    assert {n: lora.enabled for n, lora in lora_layers(model).items()} == {
+        "linear1": True, "linear2": False, "linear3": True}
+
+
+def test_generator_makes_init_deterministic(base):
+    a1 = lora_layers(lora_model(base))["linear2"].lora_A
+    a2 = lora_layers(lora_model(base))["linear2"].lora_A
+    assert torch.equal(a1, a2)
+    other = copy.deepcopy(base)
+    apply_lora(other, LINEAR_NAMES, 2, 4.0, generator=torch.Generator().manual_seed(1))
+    assert not torch.equal(lora_layers(other)["linear2"].lora_A, a1)
+
+
+def test_init_and_scaling_variants():
+    g = torch.Generator().manual_seed(0)
+    gauss = LoRAParametrization(400, 30, rank=4, alpha=8, generator=g)
+    assert gauss.lora_A.shape == (4, 400) and gauss.lora_B.shape == (30, 4)
+    assert torch.equal(gauss.lora_B, torch.zeros(30, 4))
+    assert gauss.scale == 2.0 and abs(gauss.lora_A.std().item() - 1) < 0.1
+    kaiming = LoRAParametrization(400, 30, rank=4, alpha=8, init="kaiming", scaling="rslora", generator=g)
+    assert kaiming.scale == 8 / math.sqrt(4) == 4.0
+    bound = 1 / math.sqrt(400)  # kaiming_uniform with a=sqrt(5): U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+    assert kaiming.lora_A.abs().max() <= bound and kaiming.lora_A.abs().max() > 0.9 * bound
+    expected = torch.empty(4, 400)
+    torch.nn.init.kaiming_uniform_(expected, a=math.sqrt(5), generator=torch.Generator().manual_seed(3))
+    again = LoRAParametrization(400, 30, 4, 8, init="kaiming", generator=torch.Generator().manual_seed(3))
+    assert torch.equal(again.lora_A, expected)
+
+
+# (change to valid arguments, words the message must contain: the argument, the bad value, what is allowed)
+BAD_APPLY = [
+    ({"rank": 0}, ("rank=0", ">= 1")),
+    ({"rank": 1.5}, ("rank=1.5", "int")),
+    ({"rank": True}, ("rank=True", "int")),
+    ({"rank": 11, "targets": ["linear3"]}, ("rank=11", "'linear3'", "<= 10")),  # linear3 is 32 -> 10
+    ({"alpha": 0}, ("alpha=0", "> 0")),
+    ({"alpha": -1.0}, ("alpha=-1.0", "> 0")),
+    ({"alpha": "1"}, ("alpha='1'", "number")),
+    ({"alpha": float("nan")}, ("alpha=nan", "finite")),
+    ({"targets": []}, ("targets=[]", "linear1")),
+    ({"targets": "linear1"}, ("targets='linear1'", "list")),
+    ({"targets": ["linear1", "linear1"]}, ("targets", "'linear1'", "twice")),
+    ({"targets": ["relu"]}, ("targets", "'relu'", "'linear1', 'linear2', 'linear3'")),
+    ({"targets": ["linear4"]}, ("targets", "'linear4'", "'linear1', 'linear2', 'linear3'")),
+    ({"init": "xavier"}, ("init='xavier'", "'gaussian', 'kaiming'")),
+    ({"scaling": "sqrt"}, ("scaling='sqrt'", "'standard', 'rslora'")),
+]
+
+
+@pytest.mark.parametrize("change,needles", BAD_APPLY)
+def test_bad_apply_lora_arguments_raise_config_error(base, change, needles):
+    args = {"targets": list(LINEAR_NAMES), "rank": 1, "alpha": 1.0} | change
+    model = copy.deepcopy(base)
+    with pytest.raises(ConfigError) as info:
+        apply_lora(model, **args)
+    assert isinstance(info.value, ValueError)
+    for needle in needles:
+        assert needle in str(info.value)
+    assert not lora_layers(model)  # nothing was applied
+
+
+def test_apply_twice_to_a_layer_is_refused(base):
+    model = lora_model(base, targets=["linear2"])
+    apply_lora(model, ["linear1"], 1, 1.0)  # another layer is fine
+    with pytest.raises(ConfigError, match="already applied to 'linear2'"):
+        apply_lora(model, ["linear3", "linear2"], 1, 1.0)
+    assert set(lora_layers(model)) == {"linear1", "linear2"}
+
+
+def test_set_lora_enabled_wants_a_bool(base):
+    with pytest.raises(ConfigError, match="enabled"):
+        set_lora_enabled(lora_model(base), 1)

@@ -1,0 +1,72 @@
+"""Target choice, filtering, wrong counts, accuracy and seeded batching on tiny synthetic data."""
+
+import numpy as np
+import pytest
+import torch
+
+from lora_mnist.data import batch_indices, normalize, steps_per_epoch
+from lora_mnist.errors import DataError
+from lora_mnist.evaluate import accuracy, predict, wrong_counts
+from lora_mnist.selection import check_enough, choose_target, per_digit, target_indices
+
+
+@pytest.mark.parametrize(
+    "wrong,digit,expected",
+    [
+        ([0, 1, 2, 3, 4, 5, 6, 7, 8, 9], "auto", 9),
+        ([5, 1, 5, 0, 0, 0, 0, 0, 0, 5], "auto", 0),  # three-way tie -> smallest digit
+        ([0, 0, 0, 7, 0, 0, 0, 7, 0, 0], "auto", 3),
+        ([0] * 10, "auto", 0),
+        ([9, 0, 0, 0, 0, 0, 0, 0, 0, 0], 4, 4),  # a fixed digit overrides the errors
+    ],
+)
+def test_choose_target(wrong, digit, expected):
+    assert choose_target(wrong, digit) == expected
+
+
+def test_target_indices_are_exactly_the_digit_in_order():
+    labels = np.array([3, 9, 1, 9, 9, 0], dtype=np.uint8)
+    idx = target_indices(labels, 9)
+    assert idx.tolist() == [1, 3, 4] and idx.dtype == np.int64
+    with pytest.raises(DataError, match="digit 7 has no training samples"):
+        target_indices(labels, 7)
+
+
+def test_check_enough_names_digit_and_batch():
+    check_enough(10, 9, 10)
+    with pytest.raises(DataError, match=r"digit 9 has 3 training samples, fewer than one batch \(finetune.batch_size = 10\)"):
+        check_enough(3, 9, 10)
+
+
+def test_wrong_counts_are_indexed_by_true_label():
+    labels = torch.tensor([7, 7, 7, 1, 9, 0])
+    preds = torch.tensor([9, 9, 7, 1, 4, 0])
+    assert wrong_counts(labels, preds) == [0, 0, 0, 0, 0, 0, 0, 2, 0, 1]
+    assert accuracy(labels, preds) == 3 / 6
+    assert per_digit(wrong_counts(labels, preds))["7"] == 2
+
+
+def test_predict_is_batched_argmax():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 10)
+    x = torch.randn(25, 4)
+    assert torch.equal(predict(model, x, batch_size=7), model(x).argmax(1))
+
+
+def test_batches_cover_each_epoch_and_are_seeded():
+    batches = list(batch_indices(10, 4, 6, torch.Generator().manual_seed(0)))
+    assert [len(b) for b in batches] == [4, 4, 2, 4, 4, 2]  # short last batch, as DataLoader
+    assert sorted(torch.cat(batches[:3]).tolist()) == list(range(10))
+    assert sorted(torch.cat(batches[3:]).tolist()) == list(range(10))
+    assert not torch.equal(torch.cat(batches[:3]), torch.cat(batches[3:]))  # fresh permutation per epoch
+    again = list(batch_indices(10, 4, 6, torch.Generator().manual_seed(0)))
+    assert all(torch.equal(a, b) for a, b in zip(batches, again))
+    assert steps_per_epoch(10, 4) == 3 and steps_per_epoch(60000, 10) == 6000
+
+
+def test_normalize_matches_totensor_then_normalize():
+    images = np.array([[[0, 255], [128, 1]]], dtype=np.uint8)
+    x = normalize(images)
+    assert x.shape == (1, 4) and x.dtype == torch.float32
+    expected = (torch.tensor([0, 255, 128, 1], dtype=torch.float32) / 255 - 0.1307) / 0.3081
+    assert torch.equal(x[0], expected)
