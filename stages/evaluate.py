@@ -22,11 +22,11 @@ def main() -> None:
     from lora_mnist.evaluate import accuracy, predict, wrong_counts
     from lora_mnist.lora import count_parameters
     from lora_mnist.plots import write_confusions, write_wrong_bars
-    from lora_mnist.runtime import make_deterministic, resolve_device
+    from lora_mnist.runtime import configure_torch, resolve_device
     from lora_mnist.selection import per_digit
 
     device = resolve_device(params.device)
-    make_deterministic()
+    configure_torch()
     digit = int(read_json(args.selection)["target"]["digit"])
     images, labels = load_split(args.data, "test")
     base, lora_model = load_model(args.pretrained), load_model(args.pretrained)

@@ -24,12 +24,12 @@ def main() -> None:
     from lora_mnist.integrity import read_safetensors
     from lora_mnist.lora import apply_lora, count_parameters, freeze_non_lora, trainable_parameter_names
     from lora_mnist.plots import write_losses
-    from lora_mnist.runtime import generator, make_deterministic, resolve_device
+    from lora_mnist.runtime import generator, configure_torch, resolve_device
     from lora_mnist.selection import check_enough
     from lora_mnist.train import train
 
     device = resolve_device(params.device)
-    make_deterministic()
+    configure_torch()
     cfg, lora = params.finetune, params.lora
     arrays, meta = read_safetensors(args.indices, framework="pt")
     indices, digit = arrays["indices"], int(meta["digit"])

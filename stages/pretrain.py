@@ -22,19 +22,21 @@ def main() -> None:
     from lora_mnist.data import load_split, steps_per_epoch
     from lora_mnist.model import RichBoyNet
     from lora_mnist.plots import write_losses
-    from lora_mnist.runtime import generator, make_deterministic, resolve_device
+    from lora_mnist.runtime import configure_torch, resolve_device
     from lora_mnist.train import train
 
     device = resolve_device(params.device)
-    make_deterministic()
+    configure_torch()
     cfg = params.pretrain
     images, labels = load_split(args.data, "train")
-    torch.manual_seed(cfg.seed)  # the weight init draws from the global RNG, as in the seed
+    # As in the seed: manual_seed, build the model (its init draws first), then shuffle from the same
+    # generator the way its DataLoader does; so seed 0 replays the seed's init and data order exactly.
+    gen = torch.manual_seed(cfg.seed)
     model = RichBoyNet(params.model.hidden_size_1, params.model.hidden_size_2).to(device)
     steps = cfg.epochs * steps_per_epoch(len(images), cfg.batch_size)
     losses = train(
         model, images.to(device), labels.to(device), batch_size=cfg.batch_size, steps=steps, lr=cfg.lr,
-        generator=generator(cfg.seed), desc="pretrain",
+        generator=gen, desc="pretrain",
     )
     save_model(model, args.model_out)
     write_losses(args.plots_out, losses)

@@ -19,11 +19,11 @@ def main() -> None:
     from lora_mnist.checkpoint import load_model
     from lora_mnist.data import load_split
     from lora_mnist.evaluate import accuracy, predict, wrong_counts
-    from lora_mnist.runtime import make_deterministic, resolve_device
+    from lora_mnist.runtime import configure_torch, resolve_device
     from lora_mnist.selection import choose_target, per_digit
 
     device = resolve_device(params.device)
-    make_deterministic()
+    configure_torch()
     images, labels = load_split(args.data, "test")
     preds = predict(load_model(args.model).to(device), images.to(device))
     wrong, acc = wrong_counts(labels, preds), accuracy(labels, preds)

@@ -25,11 +25,18 @@ def load_split(root: str | Path, split: str) -> tuple[torch.Tensor, torch.Tensor
     return normalize(images), torch.from_numpy(labels.astype(np.int64))
 
 
+def epoch_permutation(n: int, generator: torch.Generator) -> torch.Tensor:
+    """A shuffle of range(n) drawn exactly as a DataLoader(shuffle=True) epoch draws it from `generator`."""
+    torch.empty((), dtype=torch.int64).random_(generator=generator)  # the loader iterator's base seed
+    seed = int(torch.empty((), dtype=torch.int64).random_(generator=generator).item())  # RandomSampler's
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+
+
 def batch_indices(n: int, batch_size: int, steps: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
     """`steps` batches of indices into range(n): a fresh permutation each epoch, last batch may be short."""
     step = 0
-    while True:
-        perm = torch.randperm(n, generator=generator)
+    while step < steps:  # no draw for an epoch that will not run: later draws stay aligned
+        perm = epoch_permutation(n, generator)
         for start in range(0, n, batch_size):
             if step == steps:
                 return

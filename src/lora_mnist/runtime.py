@@ -21,8 +21,11 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def make_deterministic() -> None:
-    """Ask torch for deterministic kernels (bit-identical reruns on CPU; CUDA as far as it allows)."""
+def configure_torch() -> None:
+    """Deterministic kernels (bit-identical reruns on CPU; CUDA as far as it allows), no denormals."""
+    # Adam's second moments drift into float32 denormals during pretraining; x86 handles those in
+    # microcode, which made steps 4x slower. Flushing them to zero is deterministic and harmless here.
+    torch.set_flush_denormal(True)
     # cuBLAS needs a fixed workspace for deterministic GEMMs; must be set before the first CUDA call.
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True, warn_only=True)  # warn, not crash, on an op CUDA lacks

@@ -1,0 +1,167 @@
+"""End to end: the real `dvc` CLI on a temporary git repo with the project's pipeline and synthetic MNIST.
+
+The tests in this module share one repo and run in file order: each builds on the state the previous left.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from safetensors.numpy import load_file, save_file
+from synthetic import write_expected, write_mnist
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+PROJECT = ["dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", ".dvc/config", ".dvc/.gitignore", "stages", "src"]
+STAGES = {"download", "pretrain", "snapshot", "select_target", "filter", "finetune", "verify", "evaluate"}
+
+
+class Repo:
+    """A scratch copy of the project, with helpers to run commands in it."""
+
+    def __init__(self, path: Path, env: dict[str, str]) -> None:
+        self.path, self.env = path, env
+
+    def run(self, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
+        proc = subprocess.run(cmd, cwd=self.path, env=self.env, capture_output=True, text=True, timeout=600)
+        if check and proc.returncode != 0:
+            pytest.fail(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def dvc(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return self.run(str(BIN / "dvc"), *args, check=check)
+
+    def ran(self, proc: subprocess.CompletedProcess) -> set[str]:
+        """Names of the stages a `dvc repro` / `dvc exp run` actually ran."""
+        return set(re.findall(r"Running stage '([^']+)'", proc.stdout))
+
+    def json(self, rel: str) -> dict:
+        return json.loads((self.path / rel).read_text())
+
+    def commit(self, message: str) -> None:
+        self.run("git", "add", "-A")
+        self.run("git", "commit", "-q", "--allow-empty", "-m", message)
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Repo:
+    base = tmp_path_factory.mktemp("e2e")
+    path = base / "project"
+    for rel in PROJECT:
+        src, dst = ROOT / rel, path / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy2(src, dst)
+    expected = write_mnist(base / "mnist", n_train=400, n_test=200)
+    params = yaml.safe_load((path / "params.yaml").read_text())
+    params["data"]["source"] = str(base / "mnist")
+    params["model"] = {"hidden_size_1": 32, "hidden_size_2": 16}
+    params["pretrain"].update(batch_size=20, epochs=2)
+    params["finetune"].update(steps=8, batch_size=5)
+    (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PYTHONPATH": str(path / "src"),  # the copied code, which dvc.yaml's deps hash
+        "LORA_MNIST_EXPECTED_MD5": str(write_expected(base / "expected.json", expected)),
+        "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
+        "DVC_NO_ANALYTICS": "1",
+    }
+    r = Repo(path, env)
+    r.run("git", "init", "-q", "-b", "main")
+    r.commit("project")
+    return r
+
+
+def test_full_repro_runs_every_stage_and_writes_the_outputs(repo: Repo) -> None:
+    proc = repo.dvc("repro")
+    assert repo.ran(proc) == STAGES
+    assert "Traceback" not in proc.stderr
+    ev = repo.json("metrics/evaluate.json")
+    for key in ("base", "lora"):
+        assert 0 <= ev["accuracy"][key] <= 1
+        assert set(ev["wrong"][key]) == {str(d) for d in range(10)}
+    assert ev["target"]["digit"] == repo.json("metrics/select_target.json")["target"]["digit"]
+    assert ev["target"]["wrong_base"] == ev["wrong"]["base"][str(ev["target"]["digit"])]
+    # rank 1 on 784->32->16->10: (784+32) + (32+16) + (16+10)
+    assert ev["param_count"]["lora"] == 890
+    verify = repo.json("metrics/verify.json")
+    assert verify["passed"] is True and verify["max_abs_diff"] == 0.0 and verify["tensors_checked"] >= 12
+    assert repo.json("metrics/filter.json")["size"] == 40
+    for rel in ("models/adapter/adapter_config.json", "models/adapter/adapter_model.safetensors",
+                "plots/pretrain/plots/metrics/loss.tsv", "plots/finetune/plots/metrics/loss.tsv",
+                "plots/confusion/confusion_base.json", "plots/confusion/confusion_lora.json",
+                "plots/evaluate/wrong_per_digit.png"):
+        assert (repo.path / rel).is_file(), rel
+    assert len((repo.path / "plots/pretrain/plots/metrics/loss.tsv").read_text().splitlines()) == 1 + 40
+    assert not list(repo.path.rglob(".tmp-*")), "an atomic write left a temp file behind"
+    repo.commit("results")
+
+
+def test_second_repro_runs_nothing(repo: Repo) -> None:
+    proc = repo.dvc("repro")
+    assert repo.ran(proc) == set()
+    assert json.loads(repo.dvc("status", "--json").stdout) == {}
+
+
+def test_forced_rerun_is_bit_identical(repo: Repo) -> None:
+    repo.dvc("repro", "--force", "--single-item", "pretrain", "finetune", "evaluate")
+    assert json.loads(repo.dvc("status", "--json").stdout) == {}
+    assert repo.run("git", "status", "--porcelain").stdout == ""  # dvc.lock, metrics and plots unchanged
+
+
+def test_rank_change_reruns_exactly_finetune_verify_evaluate(repo: Repo) -> None:
+    proc = repo.dvc("exp", "run", "-S", "lora.rank=2")
+    assert repo.ran(proc) == {"finetune", "verify", "evaluate"}
+    assert repo.json("metrics/evaluate.json")["param_count"]["lora"] == 2 * 890
+    diff = json.loads(repo.dvc("metrics", "diff", "--all", "--json").stdout)
+    evaluate = diff["metrics/evaluate.json"]
+    assert {"accuracy.base", "accuracy.lora", "param_count.lora"} <= set(evaluate)
+    assert evaluate["param_count.lora"]["old"] == 890 and evaluate["param_count.lora"]["new"] == 1780
+    shown = repo.dvc("exp", "show", "--csv").stdout
+    assert "lora.rank" in shown and "accuracy.lora" in shown
+
+
+def test_target_digit_change_reruns_select_target_and_downstream(repo: Repo) -> None:
+    repo.run("git", "checkout", "--", ".")
+    repo.dvc("checkout", "--quiet")
+    current = repo.json("metrics/select_target.json")["target"]["digit"]
+    proc = repo.dvc("exp", "run", "-S", f"target.digit={(current + 1) % 10}")
+    assert repo.ran(proc) == {"select_target", "filter", "finetune", "verify", "evaluate"}
+    assert repo.json("metrics/evaluate.json")["target"]["digit"] == (current + 1) % 10
+
+
+def test_bad_param_is_one_clear_error(repo: Repo) -> None:
+    proc = repo.dvc("exp", "run", "-S", "lora.rank=0", check=False)
+    assert proc.returncode != 0
+    assert "error: params: lora.rank = 0 is invalid: expected an integer >= 1" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_tampered_snapshot_fails_verify_naming_the_tensor(repo: Repo) -> None:
+    repo.run("git", "checkout", "--", ".")
+    repo.dvc("checkout", "--quiet")
+    snapshot = repo.path / "models/snapshot.safetensors"
+    tensors = load_file(snapshot)
+    tensors["linear2.bias"] = tensors["linear2.bias"].copy()
+    tensors["linear2.bias"][3] += np.float32(0.5)
+    snapshot.unlink()  # DVC may have linked it from the cache: never write through to the cache
+    save_file(tensors, snapshot)
+    proc = repo.dvc("repro", "--single-item", "verify", check=False)
+    assert proc.returncode != 0
+    assert "tensor linear2.bias does not match its manifest sha256" in proc.stderr
+    assert "tensor linear2.bias differs from the snapshot (max abs diff 0.5)" in proc.stderr
+    assert "Traceback" not in proc.stderr
