@@ -102,3 +102,14 @@ def test_check_trainable_is_exactly_lora():
     assert check_trainable(lora[:1], state) == [
         "trainable: LoRA parameter l.parametrizations.weight.0.lora_B was not trainable"
     ]
+
+
+def test_leftovers_of_a_killed_write_are_removed_by_the_next(tmp_path):
+    (tmp_path / ".tmp-out.bin-abc123").write_bytes(b"half")  # what SIGKILL mid-write leaves
+    (tmp_path / ".tmp-plots-xyz").mkdir()
+    (tmp_path / ".tmp-other.bin-1").write_bytes(b"not ours")
+    with atomic_path(tmp_path / "out.bin") as tmp:
+        tmp.write_bytes(b"new")
+    with atomic_dir(tmp_path / "plots"):
+        pass
+    assert sorted(os.listdir(tmp_path)) == [".tmp-other.bin-1", "out.bin", "plots"]

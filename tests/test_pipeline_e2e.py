@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 from synthetic import write_expected, write_mnist
 
@@ -123,6 +125,30 @@ def test_forced_rerun_is_bit_identical(repo: Repo) -> None:
     assert repo.run("git", "status", "--porcelain").stdout == ""  # dvc.lock, metrics and plots unchanged
 
 
+def test_killed_stage_leaves_nothing_half_written_and_rerun_is_bit_identical(repo: Repo) -> None:
+    params = yaml.safe_load((repo.path / "params.yaml").read_text())
+    params["pretrain"]["epochs"] = 5000  # long enough to be killed mid-training
+    (repo.path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    proc = subprocess.Popen([str(BIN / "dvc"), "repro", "--single-item", "pretrain"], cwd=repo.path, env=repo.env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    seen = ""
+    while not re.search(r"pretrain:\s+\d+%.*\| *[1-9]\d*/", seen):  # training has made progress
+        chunk = proc.stderr.read(64)
+        assert chunk, f"stage ended before it could be killed:\n{seen}"
+        seen += chunk
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    model = repo.path / "models/pretrained.safetensors"
+    assert not model.exists()  # dvc removed the old output; the killed run wrote none
+    assert not (repo.path / "metrics/pretrain.json").exists()
+    repo.run("git", "checkout", "--", "params.yaml")
+    rerun = repo.dvc("repro", "--no-run-cache")
+    assert repo.ran(rerun) == {"pretrain"}  # same bytes as before, so nothing downstream changed
+    assert json.loads(repo.dvc("status", "--json").stdout) == {}
+    assert repo.run("git", "status", "--porcelain").stdout == ""
+    assert not list(repo.path.rglob(".tmp-*"))
+
+
 def test_rank_change_reruns_exactly_finetune_verify_evaluate(repo: Repo) -> None:
     proc = repo.dvc("exp", "run", "-S", "lora.rank=2")
     assert repo.ran(proc) == {"finetune", "verify", "evaluate"}
@@ -151,17 +177,43 @@ def test_bad_param_is_one_clear_error(repo: Repo) -> None:
     assert "Traceback" not in proc.stderr
 
 
-def test_tampered_snapshot_fails_verify_naming_the_tensor(repo: Repo) -> None:
+def tamper(path: Path, key: str, delta: float) -> None:
+    """Add `delta` to element 3 of tensor `key`, keeping the file valid safetensors."""
+    with safe_open(path, framework="numpy") as f:
+        metadata = f.metadata()
+    tensors = load_file(path)
+    tensors[key] = tensors[key].copy()
+    tensors[key].reshape(-1)[3] += np.float32(delta)
+    path.unlink()  # DVC may have linked it from the cache: never write through to the cache
+    save_file(tensors, path, metadata=metadata)
+
+
+TAMPER = {
+    "models/snapshot.safetensors": ("linear2.bias", [
+        "tensor linear2.bias does not match its manifest sha256",
+        "models/pretrained.safetensors: tensor linear2.bias differs from the snapshot (max abs diff 0.5)",
+    ]),
+    "models/pretrained.safetensors": ("linear1.weight", [
+        "models/pretrained.safetensors: tensor linear1.weight differs from the snapshot (max abs diff 0.5)",
+    ]),
+    "models/finetuned.safetensors": ("linear3.parametrizations.weight.original", [
+        "models/finetuned.safetensors: tensor linear3.weight differs from the snapshot (max abs diff 0.5)",
+    ]),
+    "models/adapter/adapter_model.safetensors": ("base_model.model.linear1.lora_A.weight", [
+        "models/adapter: tensor linear1.parametrizations.weight.0.lora_A differs from the fine-tuned model's",
+    ]),
+}
+
+
+@pytest.mark.parametrize("rel", sorted(TAMPER))
+def test_tampered_artifact_fails_verify_naming_the_tensor(repo: Repo, rel: str) -> None:
     repo.run("git", "checkout", "--", ".")
-    repo.dvc("checkout", "--quiet")
-    snapshot = repo.path / "models/snapshot.safetensors"
-    tensors = load_file(snapshot)
-    tensors["linear2.bias"] = tensors["linear2.bias"].copy()
-    tensors["linear2.bias"][3] += np.float32(0.5)
-    snapshot.unlink()  # DVC may have linked it from the cache: never write through to the cache
-    save_file(tensors, snapshot)
+    repo.dvc("checkout", "--quiet", "--force")
+    key, messages = TAMPER[rel]
+    tamper(repo.path / rel, key, 0.5)
     proc = repo.dvc("repro", "--single-item", "verify", check=False)
     assert proc.returncode != 0
-    assert "tensor linear2.bias does not match its manifest sha256" in proc.stderr
-    assert "tensor linear2.bias differs from the snapshot (max abs diff 0.5)" in proc.stderr
+    for message in messages:
+        assert message in proc.stderr
     assert "Traceback" not in proc.stderr
+    assert repo.json("metrics/verify.json")["passed"] is False

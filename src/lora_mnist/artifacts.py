@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -23,10 +24,17 @@ def _tmp_sibling(path: Path, *, directory: bool) -> Path:
     return Path(name)
 
 
+def _remove_stale(path: Path) -> None:
+    """Delete temp files a killed earlier write of `path` left behind (SIGKILL skips `finally`)."""
+    for stale in path.parent.glob(f".tmp-{glob.escape(path.name)}-*"):
+        shutil.rmtree(stale) if stale.is_dir() else stale.unlink(missing_ok=True)
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temp file path; on success it replaces `path`, on error it is removed."""
     path = Path(path)
+    _remove_stale(path)
     tmp = _tmp_sibling(path, directory=False)
     try:
         yield tmp
@@ -39,6 +47,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a temp directory; on success it replaces directory `path` whole, on error it is removed."""
     path = Path(path)
+    _remove_stale(path)
     tmp = _tmp_sibling(path, directory=True)
     try:
         yield tmp

@@ -1,0 +1,67 @@
+"""Bad params, absent devices and unsafe loading: one clear message, no traceback, nothing written."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from lora_mnist.errors import ConfigError
+from lora_mnist.runtime import resolve_device
+
+ROOT = Path(__file__).resolve().parents[1]
+# stage -> number of path arguments it takes (the paths need not exist: params are checked first)
+PARAM_STAGES = {"download": 1, "pretrain": 4, "select_target": 3, "finetune": 7, "evaluate": 7}
+
+
+def run_stage(stage: str, cwd: Path) -> subprocess.CompletedProcess:
+    args = [str(cwd / f"out{i}") for i in range(PARAM_STAGES[stage])]
+    return subprocess.run([sys.executable, str(ROOT / "stages" / f"{stage}.py"), *args],
+                          cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("stage", sorted(PARAM_STAGES))
+def test_every_param_reading_stage_refuses_bad_params_before_any_work(stage, tmp_path):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["lora"]["rnak"] = 4
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    proc = run_stage(stage, tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == (
+        "error: params: unknown key lora.rnak (did you mean lora.rank?); allowed: rank, alpha, targets, init, scaling"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]  # no output touched
+
+
+def test_stage_error_on_missing_data_is_one_line(tmp_path):
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    proc = run_stage("select_target", tmp_path)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert re.fullmatch(r"error: .*t10k-images-idx3-ubyte.*\n", proc.stderr)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present")
+def test_absent_cuda_is_an_error_not_a_silent_cpu_fallback():
+    with pytest.raises(ConfigError, match="device = 'cuda' but no CUDA device is available"):
+        resolve_device("cuda")
+    assert resolve_device("auto").type in ("cpu", "mps")
+    assert resolve_device("cpu") == torch.device("cpu")
+
+
+@pytest.mark.skipif(torch.backends.mps.is_available(), reason="an MPS device is present")
+def test_absent_mps_is_an_error():
+    with pytest.raises(ConfigError, match="device = 'mps' but no MPS device is available"):
+        resolve_device("mps")
+
+
+def test_no_code_path_unpickles_artifacts():
+    """Weights are safetensors only; the one pickle (registry MNIST) goes through the restricted unpickler."""
+    for path in [*(ROOT / "src").rglob("*.py"), *(ROOT / "stages").glob("*.py")]:
+        text = path.read_text()
+        assert "torch.load(" not in text, path
+        assert not re.search(r"pickle\.loads?\(|np\.load\(|allow_pickle=True", text), path
+        if "import pickle" in text:
+            assert path.name == "download.py" and "_ArrayUnpickler(" in text, path
