@@ -15,6 +15,8 @@ def main() -> None:
 
     params = load_params()
 
+    import torch
+
     from lora_mnist.adapter import load_adapter
     from lora_mnist.artifacts import atomic_dir, read_json, write_json
     from lora_mnist.checkpoint import load_model
@@ -23,7 +25,7 @@ def main() -> None:
     from lora_mnist.lora import count_parameters
     from lora_mnist.plots import write_confusions, write_wrong_bars
     from lora_mnist.runtime import configure_torch, resolve_device
-    from lora_mnist.selection import per_digit
+    from lora_mnist.report import forgetting, per_digit
 
     device = resolve_device(params.device)
     configure_torch()
@@ -39,6 +41,7 @@ def main() -> None:
         "accuracy": {name: accuracy(labels, p) for name, p in preds.items()},
         "wrong": {name: per_digit(w) for name, w in wrong.items()},
         "target": {"digit": digit, "wrong_base": wrong["base"][digit], "wrong_lora": wrong["lora"][digit]},
+        "forgetting": forgetting(torch.bincount(labels, minlength=10).tolist(), wrong, digit),
         "param_count": {"original": counts.original, "lora": counts.lora, "increment_pct": counts.increment_pct},
     }
     with atomic_dir(args.confusion_out) as tmp:

@@ -11,6 +11,7 @@ def main() -> None:
         parser.add_argument(name)
     args = parser.parse_args()
 
+    import numpy as np
     from safetensors.numpy import save
 
     from lora_mnist.artifacts import read_json, write_bytes, write_json
@@ -21,8 +22,10 @@ def main() -> None:
     digit = int(read_json(args.selection)["target"]["digit"])
     labels = read_idx(raw_dir(args.data) / "train-labels-idx1-ubyte")
     indices = target_indices(labels, digit)
-    write_bytes(args.indices_out, canonical_safetensors(save({"indices": indices}, metadata={"digit": str(digit)})))
-    write_json(args.metrics_out, {"digit": digit, "size": len(indices)})
+    others = np.flatnonzero(labels != digit).astype(np.int64)  # the pool finetune.replay draws from
+    tensors = {"indices": indices, "others": others}
+    write_bytes(args.indices_out, canonical_safetensors(save(tensors, metadata={"digit": str(digit)})))
+    write_json(args.metrics_out, {"digit": digit, "size": len(indices), "others": len(others)})
     print(f"filter: {len(indices)} training images of digit {digit} -> {args.indices_out}")
 
 

@@ -19,7 +19,7 @@ def main() -> None:
 
     from lora_mnist.artifacts import write_json
     from lora_mnist.checkpoint import save_model
-    from lora_mnist.data import load_split, steps_per_epoch
+    from lora_mnist.data import batch_indices, load_split, steps_per_epoch
     from lora_mnist.model import RichBoyNet
     from lora_mnist.plots import write_losses
     from lora_mnist.runtime import configure_torch, resolve_device
@@ -34,10 +34,8 @@ def main() -> None:
     gen = torch.manual_seed(cfg.seed)
     model = RichBoyNet(params.model.hidden_size_1, params.model.hidden_size_2).to(device)
     steps = cfg.epochs * steps_per_epoch(len(images), cfg.batch_size)
-    losses = train(
-        model, images.to(device), labels.to(device), batch_size=cfg.batch_size, steps=steps, lr=cfg.lr,
-        generator=gen, desc="pretrain",
-    )
+    batches = batch_indices(len(images), cfg.batch_size, steps, gen)
+    losses = train(model, images.to(device), labels.to(device), batches, steps=steps, lr=cfg.lr, desc="pretrain")
     save_model(model, args.model_out)
     write_losses(args.plots_out, losses)
     last = losses[-100:]

@@ -20,7 +20,8 @@ def main() -> None:
     from lora_mnist.data import load_split
     from lora_mnist.evaluate import accuracy, predict, wrong_counts
     from lora_mnist.runtime import configure_torch, resolve_device
-    from lora_mnist.selection import choose_target, per_digit
+    from lora_mnist.report import per_digit
+    from lora_mnist.selection import choose_target
 
     device = resolve_device(params.device)
     configure_torch()

@@ -57,6 +57,8 @@ BAD = [
     ("finetune.steps", 1.5, "integer"),
     ("finetune.batch_size", 0, ">= 1"),
     ("finetune.lr", 0.0, "> 0"),
+    ("finetune.replay", 1.0, "from 0 up to (not including) 1"),
+    ("finetune.replay", -0.1, "from 0 up to (not including) 1"),
     ("lora.rank", 0, ">= 1"),
     ("lora.rank", 1.0, "integer"),
     ("lora.rank", False, "integer"),

@@ -26,7 +26,8 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 PROJECT = ["dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", ".dvc/config", ".dvc/.gitignore", "stages", "src"]
-STAGES = {"download", "pretrain", "snapshot", "select_target", "filter", "finetune", "verify", "evaluate"}
+STAGES = {"download", "pretrain", "snapshot", "select_target", "filter", "finetune", "verify", "evaluate",
+          "finetune_full", "analyze"}
 
 
 class Repo:
@@ -102,21 +103,63 @@ def test_full_repro_runs_every_stage_and_writes_the_outputs(repo: Repo) -> None:
     assert ev["param_count"]["lora"] == 890
     verify = repo.json("metrics/verify.json")
     assert verify["passed"] is True and verify["max_abs_diff"] == 0.0 and verify["tensors_checked"] >= 12
-    assert repo.json("metrics/filter.json")["size"] == 40
+    assert repo.json("metrics/filter.json") == {"digit": ev["target"]["digit"], "size": 40, "others": 360}
+    forgetting = ev["forgetting"]
+    assert set(forgetting["target_accuracy"]) == {"base", "lora"} and 0 <= forgetting["lora"]["most_hurt_digit"] <= 9
+    full = repo.json("metrics/finetune_full.json")
+    assert full["trainable_params"] == 784 * 32 + 32 + 32 * 16 + 16 + 16 * 10 + 10
+    assert full["accuracy"]["base"] == ev["accuracy"]["base"] and 0 <= full["accuracy"]["full"] <= 1
+    analyze = repo.json("metrics/analyze.json")
+    assert analyze["size"]["lora"]["trainable_params"] == 890
+    assert analyze["size"]["full"]["bytes"] == (repo.path / "models/full.safetensors").stat().st_size
+    for layer in ("linear1", "linear2", "linear3"):
+        assert analyze["layers"][layer]["lora"]["rank_99"] == 1  # a rank-1 update is rank 1
+        assert analyze["layers"][layer]["full"]["rank_99"] >= 1
     for rel in ("models/adapter/adapter_config.json", "models/adapter/adapter_model.safetensors",
                 "plots/pretrain/plots/metrics/loss.tsv", "plots/finetune/plots/metrics/loss.tsv",
                 "plots/confusion/confusion_base.json", "plots/confusion/confusion_lora.json",
-                "plots/evaluate/wrong_per_digit.png"):
+                "plots/evaluate/wrong_per_digit.png", "plots/analyze/spectrum.png", "models/merged.safetensors"):
         assert (repo.path / rel).is_file(), rel
     assert len((repo.path / "plots/pretrain/plots/metrics/loss.tsv").read_text().splitlines()) == 1 + 40
     assert not list(repo.path.rglob(".tmp-*")), "an atomic write left a temp file behind"
     repo.commit("results")
 
 
+def test_merged_export_needs_no_lora_code_and_predicts_like_the_lora_model(repo: Repo) -> None:
+    import torch
+    from safetensors.torch import load_file as load_torch
+
+    from lora_mnist.adapter import load_adapter
+    from lora_mnist.checkpoint import load_model
+    from lora_mnist.model import RichBoyNet
+
+    merged = RichBoyNet(32, 16)
+    merged.load_state_dict(load_torch(repo.path / "models/merged.safetensors"))  # plain state_dict, strict
+    lora = load_model(repo.path / "models/pretrained.safetensors")
+    load_adapter(lora, repo.path / "models/adapter")
+    x = torch.randn(64, 784, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(merged(x), lora(x))  # the very same weight expression, so bit-identical
+
+
 def test_second_repro_runs_nothing(repo: Repo) -> None:
     proc = repo.dvc("repro")
     assert repo.ran(proc) == set()
     assert json.loads(repo.dvc("status", "--json").stdout) == {}
+
+
+def test_push_then_pull_into_a_fresh_clone_needs_no_recompute(repo: Repo) -> None:
+    remote = repo.path.parent / "dvc-remote"
+    repo.dvc("remote", "add", "--default", "shared", str(remote))
+    repo.dvc("push")
+    repo.commit("add a shared DVC remote")
+    clone = Repo(repo.path.parent / "clone", {**repo.env, "PYTHONPATH": str(repo.path.parent / "clone" / "src")})
+    repo.run("git", "clone", "-q", str(repo.path), str(clone.path))
+    clone.dvc("pull")
+    assert json.loads(clone.dvc("status", "--json").stdout) == {}  # up to date: nothing to recompute
+    assert repo.ran(clone.dvc("repro")) == set()
+    for rel in ("models/pretrained.safetensors", "models/adapter/adapter_model.safetensors", "data/raw/MNIST/raw/t10k-labels-idx1-ubyte"):
+        assert (clone.path / rel).read_bytes() == (repo.path / rel).read_bytes()
 
 
 def test_forced_rerun_is_bit_identical(repo: Repo) -> None:
@@ -151,7 +194,7 @@ def test_killed_stage_leaves_nothing_half_written_and_rerun_is_bit_identical(rep
 
 def test_rank_change_reruns_exactly_finetune_verify_evaluate(repo: Repo) -> None:
     proc = repo.dvc("exp", "run", "-S", "lora.rank=2")
-    assert repo.ran(proc) == {"finetune", "verify", "evaluate"}
+    assert repo.ran(proc) == {"finetune", "verify", "evaluate", "analyze"}  # analyze reads the adapter
     assert repo.json("metrics/evaluate.json")["param_count"]["lora"] == 2 * 890
     diff = json.loads(repo.dvc("metrics", "diff", "--all", "--json").stdout)
     evaluate = diff["metrics/evaluate.json"]
@@ -166,7 +209,7 @@ def test_target_digit_change_reruns_select_target_and_downstream(repo: Repo) -> 
     repo.dvc("checkout", "--quiet")
     current = repo.json("metrics/select_target.json")["target"]["digit"]
     proc = repo.dvc("exp", "run", "-S", f"target.digit={(current + 1) % 10}")
-    assert repo.ran(proc) == {"select_target", "filter", "finetune", "verify", "evaluate"}
+    assert repo.ran(proc) == {"select_target", "filter", "finetune", "verify", "evaluate", "finetune_full", "analyze"}
     assert repo.json("metrics/evaluate.json")["target"]["digit"] == (current + 1) % 10
 
 

@@ -13,8 +13,9 @@ from lora_mnist.errors import ConfigError
 from lora_mnist.runtime import resolve_device
 
 ROOT = Path(__file__).resolve().parents[1]
+DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
 # stage -> number of path arguments it takes (the paths need not exist: params are checked first)
-PARAM_STAGES = {"download": 1, "pretrain": 4, "select_target": 3, "finetune": 7, "evaluate": 7}
+PARAM_STAGES = {name: len(spec["cmd"].split()) - 2 for name, spec in DVC["stages"].items() if spec.get("params")}
 
 
 def run_stage(stage: str, cwd: Path) -> subprocess.CompletedProcess:

@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from lora_mnist.data import batch_indices, normalize, steps_per_epoch
+from lora_mnist.data import batch_indices, normalize, replay_batches, steps_per_epoch
 from lora_mnist.errors import DataError
 from lora_mnist.evaluate import accuracy, predict, wrong_counts
-from lora_mnist.selection import check_enough, choose_target, per_digit, target_indices
+from lora_mnist.report import per_digit
+from lora_mnist.selection import check_enough, choose_target, target_indices
 
 
 @pytest.mark.parametrize(
@@ -70,3 +71,21 @@ def test_normalize_matches_totensor_then_normalize():
     assert x.shape == (1, 4) and x.dtype == torch.float32
     expected = (torch.tensor([0, 255, 128, 1], dtype=torch.float32) / 255 - 0.1307) / 0.3081
     assert torch.equal(x[0], expected)
+
+
+def test_replay_zero_is_exactly_the_target_only_order():
+    plain = list(batch_indices(30, 10, 7, torch.Generator().manual_seed(3)))
+    zero = list(replay_batches(30, 50, 10, 0.0, 7, torch.Generator().manual_seed(3)))
+    assert len(zero) == 7 and all(torch.equal(a, b) for a, b in zip(plain, zero))
+
+
+def test_replay_mixes_a_fixed_share_of_other_samples():
+    batches = list(replay_batches(30, 50, 10, 0.2, 12, torch.Generator().manual_seed(3)))
+    assert len(batches) == 12
+    for batch in batches:
+        target, other = batch[batch < 30], batch[batch >= 30]
+        assert len(other) == 2 and len(target) <= 8 and other.max() < 80
+    # the target stream still covers the whole target set each epoch (30 / 8 -> 4 batches)
+    assert sorted(torch.cat([b[b < 30] for b in batches[:4]]).tolist()) == list(range(30))
+    # never a batch without any target sample, even with replay close to 1
+    assert all(len(b[b < 30]) >= 1 for b in replay_batches(30, 50, 10, 0.99, 5, torch.Generator()))

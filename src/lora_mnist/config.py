@@ -71,6 +71,9 @@ class FinetuneParams:
     steps: int = _int(1, default=100)  # optimizer steps (the seed: 100 batches)
     batch_size: int = _int(1, default=10)
     lr: float = _positive_float(default=0.001)
+    replay: float = field(  # fraction of each batch drawn from the other digits (0: the seed, target only)
+        default=0.0, metadata=_spec("float", "a number from 0 up to (not including) 1", lambda v: 0 <= v < 1)
+    )
 
 
 @dataclass(frozen=True)

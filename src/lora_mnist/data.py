@@ -44,6 +44,20 @@ def batch_indices(n: int, batch_size: int, steps: int, generator: torch.Generato
             step += 1
 
 
+def replay_batches(
+    n_target: int, n_other: int, batch_size: int, replay: float, steps: int, generator: torch.Generator
+) -> Iterator[torch.Tensor]:
+    """Batches of indices into cat(target, other): round(replay * batch_size) of each (at most
+    batch_size - 1) come from `other`. replay = 0 gives exactly batch_indices over the target."""
+    n_replay = min(round(replay * batch_size), batch_size - 1)
+    targets = batch_indices(n_target, batch_size - n_replay, steps, generator)
+    if n_replay == 0:
+        yield from targets
+        return
+    for target, other in zip(targets, batch_indices(n_other, n_replay, steps, generator)):
+        yield torch.cat([target, other + n_target])
+
+
 def steps_per_epoch(n: int, batch_size: int) -> int:
     """Number of batches in one pass over n samples (the last one may be short, as DataLoader does)."""
     return -(-n // batch_size)

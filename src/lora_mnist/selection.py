@@ -30,7 +30,3 @@ def check_enough(size: int, digit: int, batch_size: int) -> None:
             f"(finetune.batch_size = {batch_size}); choose another target.digit or a smaller batch size"
         )
 
-
-def per_digit(counts: list[int]) -> dict[str, int]:
-    """{"0": n0, ..., "9": n9}: stable metric keys."""
-    return {str(d): int(n) for d, n in enumerate(counts)}

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from lora_mnist.data import batch_indices
 
 
 def make_optimizer(params: list[nn.Parameter], lr: float, device: torch.device) -> torch.optim.Adam:
@@ -19,21 +20,20 @@ def train(
     model: nn.Module,
     images: torch.Tensor,
     labels: torch.Tensor,
+    batches: Iterable[torch.Tensor],
     *,
-    batch_size: int,
     steps: int,
     lr: float,
-    generator: torch.Generator,
     desc: str,
 ) -> list[float]:
-    """Train the model's trainable params for `steps` batches; return the loss of every step."""
+    """Train the model's trainable params on `steps` batches of indices; return the loss of every step."""
     device = images.device
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, lr, device)  # fresh per call, as in the seed
     loss_fn = nn.CrossEntropyLoss()
     losses = torch.empty(steps, device=device)  # stays on device: no host sync per step
     model.train()
-    bar = tqdm(batch_indices(len(images), batch_size, steps, generator), total=steps, desc=desc, mininterval=1.0)
+    bar = tqdm(batches, total=steps, desc=desc, mininterval=1.0)
     for step, idx in enumerate(bar):
         idx = idx.to(device)
         optimizer.zero_grad(set_to_none=True)

@@ -1,0 +1,56 @@
+"""DVC stage `analyze`: singular values of the full fine-tuning update vs the LoRA update, per layer."""
+
+import argparse
+from pathlib import Path
+
+from lora_mnist.cli import run_stage
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    for name in ("pretrained", "full", "adapter", "metrics_out", "plots_out"):
+        parser.add_argument(name)
+    args = parser.parse_args()
+
+    import torch
+
+    from lora_mnist.adapter import load_adapter
+    from lora_mnist.analysis import update_stats
+    from lora_mnist.artifacts import atomic_dir, write_json
+    from lora_mnist.checkpoint import load_model
+    from lora_mnist.config import LINEAR_NAMES
+    from lora_mnist.lora import count_parameters, lora_layers
+    from lora_mnist.plots import write_spectra
+
+    base, full, lora_model = load_model(args.pretrained), load_model(args.full), load_model(args.pretrained)
+    load_adapter(lora_model, args.adapter)
+    adapters = lora_layers(lora_model)
+    layers, spectra = {}, {}
+    with torch.no_grad():
+        for name in LINEAR_NAMES:
+            w0 = getattr(base, name).weight  # (out, in)
+            deltas = {"full": getattr(full, name).weight - w0}
+            if name in adapters:  # an untargeted layer has no LoRA update
+                lora = adapters[name]
+                deltas["lora"] = lora.lora_B @ lora.lora_A * lora.scale  # (out, r) @ (r, in)
+            results = {kind: update_stats(delta, w0) for kind, delta in deltas.items()}
+            layers[name] = {kind: stats for kind, (stats, _) in results.items()}
+            spectra[name] = {kind: top for kind, (_, top) in results.items()}
+    adapter_bytes = sum(p.stat().st_size for p in Path(args.adapter).iterdir())
+    metrics = {
+        "layers": layers,
+        "size": {
+            "lora": {"trainable_params": count_parameters(lora_model).lora, "bytes": adapter_bytes},
+            "full": {"trainable_params": sum(p.numel() for p in base.parameters()),
+                     "bytes": Path(args.full).stat().st_size},
+        },
+    }
+    with atomic_dir(args.plots_out) as tmp:
+        write_spectra(tmp, spectra)
+    write_json(args.metrics_out, metrics)
+    summary = ", ".join(f"{n} full rank_90 {v['full']['rank_90']}" for n, v in layers.items())
+    print(f"analyze: {summary}; adapter {adapter_bytes:,} bytes vs full model {metrics['size']['full']['bytes']:,}")
+
+
+if __name__ == "__main__":
+    run_stage(main)

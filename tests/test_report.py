@@ -1,0 +1,25 @@
+"""Forgetting metrics from per-digit counts."""
+
+import pytest
+
+from lora_mnist.report import forgetting, per_digit
+
+
+def test_forgetting_splits_target_and_others_and_names_the_most_hurt_digit():
+    totals = [10] * 10
+    base = [1, 0, 0, 2, 0, 0, 0, 1, 0, 5]
+    lora = [1, 0, 0, 6, 0, 0, 0, 6, 0, 1]  # 3 and 7 both gain 4-5 errors; 7 gains most
+    out = forgetting(totals, {"base": base, "lora": lora}, digit=9)
+    assert out["target_accuracy"] == {"base": 0.5, "lora": 0.9}
+    assert out["others_accuracy"]["base"] == pytest.approx(1 - 4 / 90)
+    assert out["others_accuracy"]["lora"] == pytest.approx(1 - 13 / 90)
+    assert out["lora"] == {"most_hurt_digit": 7, "most_hurt_extra_wrong": 5, "extra_wrong_others": 9}
+
+
+def test_most_hurt_ties_go_to_the_smallest_digit():
+    out = forgetting([5] * 10, {"base": [0] * 10, "lora": [0, 0, 2, 0, 2, 0, 0, 0, 0, 0]}, digit=0)
+    assert out["lora"]["most_hurt_digit"] == 2
+
+
+def test_per_digit_keys():
+    assert per_digit([3, 1]) == {"0": 3, "1": 1}
