@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # Stages run `python ...`: put the venv first on PATH so dvc finds the right interpreter.
 RUN := PATH="$(CURDIR)/$(BIN):$$PATH"
 
-.PHONY: setup repro test bench clean-venv
+.PHONY: setup repro test bench sweep clean-venv
 
 setup: $(STAMP)
 
@@ -26,6 +26,10 @@ test: setup
 
 bench: setup
 	$(RUN) python bench/compare.py
+
+# Ranks 1-16 x replay 0/0.1 as queued DVC experiments; writes experiments/sweep.md and a plot.
+sweep: setup
+	$(RUN) python experiments/sweep.py
 
 clean-venv:
 	rm -rf $(VENV)

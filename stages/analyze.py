@@ -12,30 +12,21 @@ def main() -> None:
         parser.add_argument(name)
     args = parser.parse_args()
 
-    import torch
-
     from lora_mnist.adapter import load_adapter
-    from lora_mnist.analysis import update_stats
+    from lora_mnist.analysis import layer_updates, update_stats
     from lora_mnist.artifacts import atomic_dir, write_json
     from lora_mnist.checkpoint import load_model
-    from lora_mnist.config import LINEAR_NAMES
-    from lora_mnist.lora import count_parameters, lora_layers
+    from lora_mnist.lora import count_parameters
     from lora_mnist.plots import write_spectra
 
     base, full, lora_model = load_model(args.pretrained), load_model(args.full), load_model(args.pretrained)
     load_adapter(lora_model, args.adapter)
-    adapters = lora_layers(lora_model)
     layers, spectra = {}, {}
-    with torch.no_grad():
-        for name in LINEAR_NAMES:
-            w0 = getattr(base, name).weight  # (out, in)
-            deltas = {"full": getattr(full, name).weight - w0}
-            if name in adapters:  # an untargeted layer has no LoRA update
-                lora = adapters[name]
-                deltas["lora"] = lora.lora_B @ lora.lora_A * lora.scale  # (out, r) @ (r, in)
-            results = {kind: update_stats(delta, w0) for kind, delta in deltas.items()}
-            layers[name] = {kind: stats for kind, (stats, _) in results.items()}
-            spectra[name] = {kind: top for kind, (_, top) in results.items()}
+    for name, deltas in layer_updates(base, full, lora_model).items():
+        w0 = getattr(base, name).weight.detach()
+        results = {kind: update_stats(delta, w0) for kind, delta in deltas.items()}
+        layers[name] = {kind: stats for kind, (stats, _) in results.items()}
+        spectra[name] = {kind: top for kind, (_, top) in results.items()}
     adapter_bytes = sum(p.stat().st_size for p in Path(args.adapter).iterdir())
     metrics = {
         "layers": layers,

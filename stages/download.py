@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 from lora_mnist.artifacts import read_json
@@ -20,11 +21,15 @@ from lora_mnist.errors import DataError
 from lora_mnist.idx import MNIST_FILES, raw_dir
 
 
-def expected_checksums() -> dict[str, tuple[int, str]]:
-    """The official checksums, or the test override named by LORA_MNIST_EXPECTED_MD5."""
+def expected_checksums(source: str) -> dict[str, tuple[int, str]]:
+    """The official checksums, or the test override named by LORA_MNIST_EXPECTED_MD5 (local directories only)."""
     path = os.environ.get("LORA_MNIST_EXPECTED_MD5")
     if not path:
         return MNIST_FILES
+    if source in ("auto", "torchvision", "registry"):
+        raise DataError(f"LORA_MNIST_EXPECTED_MD5 is set but data.source = {source!r}: the override is only for "
+                        "synthetic test data in a local directory; unset it to download the real MNIST")
+    print(f"warning: checking MNIST against {path} (LORA_MNIST_EXPECTED_MD5), not the official MD5s", file=sys.stderr)
     raw = read_json(path)
     if not (isinstance(raw, dict) and set(raw) == set(MNIST_FILES)
             and all(isinstance(v, list) and len(v) == 2 for v in raw.values())):
@@ -37,7 +42,7 @@ def main() -> None:
     parser.add_argument("out_dir", type=Path, help="e.g. data/raw (files land in data/raw/MNIST/raw/)")
     args = parser.parse_args()
     params = load_params("params.yaml")
-    expected = expected_checksums()
+    expected = expected_checksums(params.data.source)
     source = fetch_mnist(args.out_dir, params.data.source, expected)
     total = sum(size for size, _ in expected.values())
     print(f"MNIST from {source}: {len(expected)} files, {total:,} bytes, MD5 verified -> "

@@ -15,34 +15,30 @@ def main() -> None:
 
     params = load_params()
 
-    import torch
+    from dataclasses import asdict
 
     from lora_mnist.adapter import load_adapter
-    from lora_mnist.artifacts import atomic_dir, read_json, write_json
+    from lora_mnist.artifacts import atomic_dir, json_field, write_json
     from lora_mnist.checkpoint import load_model
     from lora_mnist.data import load_split
-    from lora_mnist.evaluate import accuracy, predict, wrong_counts
+    from lora_mnist.evaluate import accuracy, digit_totals, predict, wrong_counts
     from lora_mnist.lora import count_parameters
     from lora_mnist.plots import write_confusions, write_wrong_bars
+    from lora_mnist.report import compare
     from lora_mnist.runtime import configure_torch, resolve_device
-    from lora_mnist.report import forgetting, per_digit
 
     device = resolve_device(params.device)
     configure_torch()
-    digit = int(read_json(args.selection)["target"]["digit"])
+    digit = int(json_field(args.selection, "target", "digit"))
     images, labels = load_split(args.data, "test")
     base, lora_model = load_model(args.pretrained), load_model(args.pretrained)
     load_adapter(lora_model, args.adapter)
     preds = {name: predict(m.to(device), images.to(device)) for name, m in (("base", base), ("lora", lora_model))}
     wrong = {name: wrong_counts(labels, p) for name, p in preds.items()}
-    counts = count_parameters(lora_model)
     metrics = {
         "device": device.type,
-        "accuracy": {name: accuracy(labels, p) for name, p in preds.items()},
-        "wrong": {name: per_digit(w) for name, w in wrong.items()},
-        "target": {"digit": digit, "wrong_base": wrong["base"][digit], "wrong_lora": wrong["lora"][digit]},
-        "forgetting": forgetting(torch.bincount(labels, minlength=10).tolist(), wrong, digit),
-        "param_count": {"original": counts.original, "lora": counts.lora, "increment_pct": counts.increment_pct},
+        **compare(digit_totals(labels), {name: accuracy(labels, p) for name, p in preds.items()}, wrong, digit),
+        "param_count": asdict(count_parameters(lora_model)),  # original, lora, increment_pct
     }
     with atomic_dir(args.confusion_out) as tmp:
         write_confusions(tmp, labels.tolist(), {name: p.tolist() for name, p in preds.items()})

@@ -14,12 +14,12 @@ def main() -> None:
     import numpy as np
     from safetensors.numpy import save
 
-    from lora_mnist.artifacts import read_json, write_bytes, write_json
+    from lora_mnist.artifacts import json_field, write_bytes, write_json
     from lora_mnist.idx import raw_dir, read_idx
     from lora_mnist.integrity import canonical_safetensors
     from lora_mnist.selection import target_indices
 
-    digit = int(read_json(args.selection)["target"]["digit"])
+    digit = int(json_field(args.selection, "target", "digit"))
     labels = read_idx(raw_dir(args.data) / "train-labels-idx1-ubyte")
     indices = target_indices(labels, digit)
     others = np.flatnonzero(labels != digit).astype(np.int64)  # the pool finetune.replay draws from

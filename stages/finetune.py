@@ -16,9 +16,11 @@ def main() -> None:
     params = load_params()
 
     import json
+    from dataclasses import asdict
 
     from lora_mnist.adapter import save_adapter
     from lora_mnist.artifacts import write_json
+    from lora_mnist.config import replay_count
     from lora_mnist.checkpoint import load_model, save_model, save_tensors
     from lora_mnist.finetuning import finetune, load_finetune_set
     from lora_mnist.lora import apply_lora, count_parameters, freeze_non_lora, merge, trainable_parameter_names
@@ -41,9 +43,8 @@ def main() -> None:
     counts = count_parameters(model)
     write_json(args.metrics_out, {
         "device": device.type, "steps": cfg.steps, "train_size": data.n_target, "digit": data.digit,
-        "replay": cfg.replay,
-        "loss": {"first": losses[0], "last": losses[-1]},
-        "param_count": {"original": counts.original, "lora": counts.lora, "increment_pct": counts.increment_pct},
+        "replay": cfg.replay, "replay_per_batch": replay_count(cfg.replay, cfg.batch_size),
+        "loss": {"first": losses[0], "last": losses[-1]}, "param_count": asdict(counts),
     })
     print(f"finetune: {cfg.steps} steps on {data.n_target} images of digit {data.digit} ({device.type}), "
           f"rank {lora.rank}, {counts.lora:,} LoRA params, loss {losses[0]:.4f} -> {losses[-1]:.4f}")

@@ -16,15 +16,13 @@ def main() -> None:
 
     params = load_params()
 
-    import torch
-
-    from lora_mnist.artifacts import read_json, write_json
+    from lora_mnist.artifacts import json_field, write_json
     from lora_mnist.checkpoint import load_model, save_model
     from lora_mnist.data import load_split
-    from lora_mnist.evaluate import accuracy, predict, wrong_counts
+    from lora_mnist.evaluate import accuracy, digit_totals, predict, wrong_counts
     from lora_mnist.finetuning import finetune, load_finetune_set
     from lora_mnist.plots import write_losses
-    from lora_mnist.report import forgetting, per_digit
+    from lora_mnist.report import compare
     from lora_mnist.runtime import configure_torch, resolve_device
 
     device = resolve_device(params.device)
@@ -36,25 +34,22 @@ def main() -> None:
     save_model(model, args.model_out)
     write_losses(args.plots_out, losses)
 
-    selection = read_json(args.selection)  # the base model's test results, computed once by select_target
+    # The base model's test results were computed once, by select_target.
+    base_wrong = [int(json_field(args.selection, "wrong", str(d))) for d in range(10)]
+    base_accuracy = float(json_field(args.selection, "accuracy"))
     images, labels = load_split(args.data, "test")
     preds = predict(model, images.to(device))
-    wrong = {"base": [selection["wrong"][str(d)] for d in range(10)], "full": wrong_counts(labels, preds)}
-    digit = data.digit
+    wrong = {"base": base_wrong, "full": wrong_counts(labels, preds)}
+    result = compare(digit_totals(labels), {"base": base_accuracy, "full": accuracy(labels, preds)}, wrong, data.digit)
+    n_params = sum(p.numel() for p in model.parameters())
     write_json(args.metrics_out, {
-        "device": device.type, "steps": cfg.steps, "replay": cfg.replay,
+        "device": device.type, "steps": cfg.steps, "replay": cfg.replay, **result,
         "loss": {"first": losses[0], "last": losses[-1]},
-        "accuracy": {"base": selection["accuracy"], "full": accuracy(labels, preds)},
-        "wrong": {name: per_digit(w) for name, w in wrong.items()},
-        "target": {"digit": digit, "wrong_base": wrong["base"][digit], "wrong_full": wrong["full"][digit]},
-        "forgetting": forgetting(torch.bincount(labels, minlength=10).tolist(), wrong, digit),
-        "trainable_params": sum(p.numel() for p in model.parameters()),
-        "checkpoint_bytes": Path(args.model_out).stat().st_size,
+        "trainable_params": n_params, "checkpoint_bytes": Path(args.model_out).stat().st_size,
     })
-    print(f"finetune_full: {cfg.steps} steps, all {sum(p.numel() for p in model.parameters()):,} params; accuracy "
-          f"{selection['accuracy']:.4f} -> {accuracy(labels, preds):.4f}, digit {digit} wrong "
-          f"{wrong['base'][digit]} -> {wrong['full'][digit]}")
-
+    acc = result["accuracy"]
+    print(f"finetune_full: {cfg.steps} steps, all {n_params:,} params; accuracy {acc['base']:.4f} -> "
+          f"{acc['full']:.4f}, digit {data.digit} wrong {base_wrong[data.digit]} -> {wrong['full'][data.digit]}")
 
 if __name__ == "__main__":
     run_stage(main)

@@ -148,3 +148,11 @@ def test_missing_or_broken_file(tmp_path):
     bad.write_text("lora: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_params(bad)
+
+
+def test_replay_too_small_for_the_batch_is_refused():
+    raw = with_value("finetune.replay", 0.04)  # 0.4 of a sample per batch of 10: would silently be 0
+    with pytest.raises(ConfigError, match=r"finetune.replay = 0.04 is invalid: expected 0, or at least 0.1"):
+        parse_params(raw)
+    raw["finetune"]["replay"] = 0.05  # rounds half up to one sample
+    assert parse_params(raw).finetune.replay == 0.05

@@ -37,19 +37,27 @@ def closure(script: Path) -> set[str]:
 @pytest.mark.parametrize("stage", sorted(DVC["stages"]))
 def test_stage_deps_list_exactly_the_modules_it_imports(stage):
     spec = DVC["stages"][stage]
-    script = spec["cmd"].split()[1]
-    assert script == f"stages/{stage}.py"
+    assert spec["cmd"].startswith(f"PYTHONPATH=src python stages/{stage}.py ")
+    script = f"stages/{stage}.py"
     listed = {d for d in spec["deps"] if d.startswith("src/")}
     assert script in spec["deps"]
     assert listed == closure(ROOT / script)
 
 
+def params_sections_read(script: Path) -> set[str]:
+    """Top-level params sections a stage script reads (`params.lora...`, `params.device`)."""
+    return {node.attr for node in ast.walk(ast.parse(script.read_text()))
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "params"}
+
+
 @pytest.mark.parametrize("stage", sorted(DVC["stages"]))
-def test_stage_params_exist(stage):
-    for key in DVC["stages"][stage].get("params", []):
+def test_stage_lists_exactly_the_params_it_reads(stage):
+    listed = DVC["stages"][stage].get("params", [])
+    for key in listed:
         node = PARAMS
         for part in key.split("."):
-            node = node[part]
+            node = node[part]  # the key exists in params.yaml
+    assert {key.split(".")[0] for key in listed} == params_sections_read(ROOT / f"stages/{stage}.py")
 
 
 def test_metrics_and_plots_are_declared_outputs():

@@ -78,7 +78,6 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Repo:
     env = {
         **os.environ,
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        "PYTHONPATH": str(path / "src"),  # the copied code, which dvc.yaml's deps hash
         "LORA_MNIST_EXPECTED_MD5": str(write_expected(base / "expected.json", expected)),
         "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
         "DVC_NO_ANALYTICS": "1",
@@ -153,7 +152,7 @@ def test_push_then_pull_into_a_fresh_clone_needs_no_recompute(repo: Repo) -> Non
     repo.dvc("remote", "add", "--default", "shared", str(remote))
     repo.dvc("push")
     repo.commit("add a shared DVC remote")
-    clone = Repo(repo.path.parent / "clone", {**repo.env, "PYTHONPATH": str(repo.path.parent / "clone" / "src")})
+    clone = Repo(repo.path.parent / "clone", repo.env)
     repo.run("git", "clone", "-q", str(repo.path), str(clone.path))
     clone.dvc("pull")
     assert json.loads(clone.dvc("status", "--json").stdout) == {}  # up to date: nothing to recompute
@@ -163,7 +162,7 @@ def test_push_then_pull_into_a_fresh_clone_needs_no_recompute(repo: Repo) -> Non
 
 
 def test_forced_rerun_is_bit_identical(repo: Repo) -> None:
-    repo.dvc("repro", "--force", "--single-item", "pretrain", "finetune", "evaluate")
+    repo.dvc("repro", "--force", "--single-item", "pretrain", "finetune", "evaluate", "finetune_full", "analyze")
     assert json.loads(repo.dvc("status", "--json").stdout) == {}
     assert repo.run("git", "status", "--porcelain").stdout == ""  # dvc.lock, metrics and plots unchanged
 

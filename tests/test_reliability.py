@@ -15,7 +15,7 @@ from lora_mnist.runtime import resolve_device
 ROOT = Path(__file__).resolve().parents[1]
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
 # stage -> number of path arguments it takes (the paths need not exist: params are checked first)
-PARAM_STAGES = {name: len(spec["cmd"].split()) - 2 for name, spec in DVC["stages"].items() if spec.get("params")}
+PARAM_STAGES = {name: len(spec["cmd"].split()) - 3 for name, spec in DVC["stages"].items() if spec.get("params")}
 
 
 def run_stage(stage: str, cwd: Path) -> subprocess.CompletedProcess:

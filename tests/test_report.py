@@ -2,7 +2,7 @@
 
 import pytest
 
-from lora_mnist.report import forgetting, per_digit
+from lora_mnist.report import compare, forgetting, per_digit
 
 
 def test_forgetting_splits_target_and_others_and_names_the_most_hurt_digit():
@@ -23,3 +23,15 @@ def test_most_hurt_ties_go_to_the_smallest_digit():
 
 def test_per_digit_keys():
     assert per_digit([3, 1]) == {"0": 3, "1": 1}
+
+
+def test_compare_builds_the_metrics_layout():
+    out = compare([10] * 10, {"base": 0.9, "full": 0.5}, {"base": [1] * 10, "full": [0] * 9 + [5]}, digit=9)
+    assert out["target"] == {"digit": 9, "wrong_base": 1, "wrong_full": 5}
+    assert out["wrong"]["full"]["9"] == 5 and out["accuracy"]["full"] == 0.5
+    assert out["forgetting"]["full"]["most_hurt_digit"] == 0  # no digit got worse: ties -> smallest
+
+
+def test_forgetting_with_a_digit_absent_from_the_test_set():
+    out = forgetting([0] + [5] * 9, {"base": [0] * 10, "lora": [0] * 10}, digit=0)
+    assert out["target_accuracy"] == {"base": None, "lora": None}

@@ -89,3 +89,8 @@ def test_replay_mixes_a_fixed_share_of_other_samples():
     assert sorted(torch.cat([b[b < 30] for b in batches[:4]]).tolist()) == list(range(30))
     # never a batch without any target sample, even with replay close to 1
     assert all(len(b[b < 30]) >= 1 for b in replay_batches(30, 50, 10, 0.99, 5, torch.Generator()))
+
+
+def test_empty_sample_set_is_an_error_not_an_endless_loop():
+    with pytest.raises(DataError, match="empty"):
+        next(batch_indices(0, 4, 3, torch.Generator()))

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
@@ -133,9 +133,10 @@ def load_adapter(model: nn.Module, adapter_dir: str | Path) -> None:
         raise ArtifactError(f"{weights_path}: unexpected tensor {key!r}")
     for key, shape in expected.items():
         tensor = tensors[key]
-        if tuple(tensor.shape) != shape or not tensor.is_floating_point():
+        weight_dtype = model.get_submodule(key[len(KEY_PREFIX):].split(".lora_")[0]).weight.dtype
+        if tuple(tensor.shape) != shape or tensor.dtype != weight_dtype:  # copy_ would cast silently
             raise ArtifactError(f"{weights_path}: tensor {key!r} has shape {tuple(tensor.shape)} "
-                                f"({tensor.dtype}), expected {shape} (floating point)")
+                                f"({tensor.dtype}), expected {shape} ({weight_dtype})")
 
     try:
         # A throwaway generator: the initial A is overwritten, so don't consume the global RNG for it.

@@ -12,6 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from lora_mnist.errors import ArtifactError
+
 
 def _tmp_sibling(path: Path, *, directory: bool) -> Path:
     """Create a hidden temp file or dir beside `path` (same filesystem, so rename is atomic)."""
@@ -77,11 +79,19 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 def read_json(path: str | Path) -> Any:
     """Read a JSON file, turning a missing or malformed file into an ArtifactError."""
-    from lora_mnist.errors import ArtifactError
-
     try:
         return json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise ArtifactError(f"{path}: file not found") from None
     except json.JSONDecodeError as exc:
         raise ArtifactError(f"{path}: not valid JSON ({exc})") from None
+
+
+def json_field(path: str | Path, *keys: str) -> Any:
+    """A nested value of a JSON file; a missing file or key is an ArtifactError naming both."""
+    node = read_json(path)
+    for key in keys:
+        if not isinstance(node, dict) or key not in node:
+            raise ArtifactError(f"{path}: missing key {'.'.join(keys)} (was it written by this version?)")
+        node = node[key]
+    return node

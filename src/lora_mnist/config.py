@@ -104,6 +104,12 @@ def layer_shapes(hidden_size_1: int, hidden_size_2: int) -> dict[str, tuple[int,
             "linear3": (hidden_size_2, N_CLASSES)}
 
 
+def replay_count(replay: float, batch_size: int) -> int:
+    """Samples per fine-tuning batch drawn from the other digits: replay * batch_size rounded half up,
+    leaving at least one target sample."""
+    return min(math.floor(replay * batch_size + 0.5), batch_size - 1)
+
+
 def _fail(key: str, value: Any, allowed: str) -> ConfigError:
     return ConfigError(f"params: {key} = {value!r} is invalid: expected {allowed}")
 
@@ -165,6 +171,10 @@ def parse_params(raw: Any) -> Params:
     limit = min(min(shapes[name]) for name in params.lora.targets)
     if params.lora.rank > limit:
         raise _fail("lora.rank", params.lora.rank, f"an integer from 1 to {limit} (min(in, out) of the targeted layers)")
+    cfg = params.finetune
+    if cfg.replay > 0 and replay_count(cfg.replay, cfg.batch_size) == 0:
+        raise _fail("finetune.replay", cfg.replay, f"0, or at least {1 / cfg.batch_size:g} so that one sample of "
+                    f"each batch of {cfg.batch_size} (finetune.batch_size) comes from the other digits")
     return params
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lora_mnist.config import replay_count
+from lora_mnist.errors import DataError
 from lora_mnist.idx import raw_dir, read_mnist_split
 
 MEAN, STD = 0.1307, 0.3081  # the seed's Normalize((0.1307,), (0.3081,))
@@ -34,6 +36,8 @@ def epoch_permutation(n: int, generator: torch.Generator) -> torch.Tensor:
 
 def batch_indices(n: int, batch_size: int, steps: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
     """`steps` batches of indices into range(n): a fresh permutation each epoch, last batch may be short."""
+    if n < 1:
+        raise DataError("cannot draw batches from an empty set of samples")
     step = 0
     while step < steps:  # no draw for an epoch that will not run: later draws stay aligned
         perm = epoch_permutation(n, generator)
@@ -47,9 +51,9 @@ def batch_indices(n: int, batch_size: int, steps: int, generator: torch.Generato
 def replay_batches(
     n_target: int, n_other: int, batch_size: int, replay: float, steps: int, generator: torch.Generator
 ) -> Iterator[torch.Tensor]:
-    """Batches of indices into cat(target, other): round(replay * batch_size) of each (at most
-    batch_size - 1) come from `other`. replay = 0 gives exactly batch_indices over the target."""
-    n_replay = min(round(replay * batch_size), batch_size - 1)
+    """Batches of indices into cat(target, other): replay_count(replay, batch_size) of each come from
+    `other`. replay = 0 gives exactly batch_indices over the target."""
+    n_replay = replay_count(replay, batch_size)
     targets = batch_indices(n_target, batch_size - n_replay, steps, generator)
     if n_replay == 0:
         yield from targets

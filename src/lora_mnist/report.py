@@ -8,6 +8,16 @@ def per_digit(counts: list[int]) -> dict[str, int]:
     return {str(d): int(n) for d, n in enumerate(counts)}
 
 
+def compare(totals: list[int], accuracy: dict[str, float], wrong: dict[str, list[int]], digit: int) -> dict:
+    """The test-set comparison of several models (the first is the baseline): the metrics JSON layout."""
+    return {
+        "accuracy": accuracy,
+        "wrong": {model: per_digit(counts) for model, counts in wrong.items()},
+        "target": {"digit": digit, **{f"wrong_{model}": counts[digit] for model, counts in wrong.items()}},
+        "forgetting": forgetting(totals, wrong, digit, baseline=next(iter(wrong))),
+    }
+
+
 def forgetting(totals: list[int], wrong: dict[str, list[int]], digit: int, baseline: str = "base") -> dict:
     """Accuracy on the target digit and on all other digits per model, and which digit lost most.
 
@@ -15,9 +25,10 @@ def forgetting(totals: list[int], wrong: dict[str, list[int]], digit: int, basel
     """
     others = [d for d in range(len(totals)) if d != digit]
     n_others = sum(totals[d] for d in others)
-    out: dict = {
-        "target_accuracy": {m: 1 - w[digit] / totals[digit] for m, w in wrong.items()},
-        "others_accuracy": {m: 1 - sum(w[d] for d in others) / n_others for m, w in wrong.items()},
+    out: dict = {  # None where there is nothing to measure (possible on tiny synthetic test sets)
+        "target_accuracy": {m: 1 - w[digit] / totals[digit] if totals[digit] else None for m, w in wrong.items()},
+        "others_accuracy": {m: 1 - sum(w[d] for d in others) / n_others if n_others else None
+                            for m, w in wrong.items()},
     }
     for model, counts in wrong.items():
         if model == baseline:

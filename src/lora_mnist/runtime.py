@@ -26,7 +26,7 @@ def configure_torch() -> None:
     # Adam's second moments drift into float32 denormals during pretraining; x86 handles those in
     # microcode, which made steps 4x slower. Flushing them to zero is deterministic and harmless here.
     torch.set_flush_denormal(True)
-    # cuBLAS needs a fixed workspace for deterministic GEMMs; must be set before the first CUDA call.
+    # cuBLAS needs a fixed workspace for deterministic GEMMs; read when its first handle is created.
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True, warn_only=True)  # warn, not crash, on an op CUDA lacks
     torch.backends.cudnn.benchmark = False
