@@ -1,16 +1,12 @@
 """DVC stage `analyze`: singular values of the full fine-tuning update vs the LoRA update, per layer."""
 
-import argparse
 from pathlib import Path
 
-from lora_mnist.cli import run_stage
+from lora_mnist.cli import parse_paths, run_stage
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    for name in ("pretrained", "full", "adapter", "metrics_out", "plots_out"):
-        parser.add_argument(name)
-    args = parser.parse_args()
+    args = parse_paths(__doc__, "pretrained", "full", "adapter", "metrics_out", "plots_out")
 
     from lora_mnist.adapter import load_adapter
     from lora_mnist.analysis import layer_updates, update_stats

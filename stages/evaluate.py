@@ -1,15 +1,14 @@
 """DVC stage `evaluate`: base vs LoRA on the test set, as metrics and plots."""
 
-import argparse
 
-from lora_mnist.cli import run_stage
+from lora_mnist.cli import parse_paths, run_stage
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    for name in ("data", "pretrained", "adapter", "selection", "metrics_out", "plots_out", "confusion_out"):
-        parser.add_argument(name)
-    args = parser.parse_args()
+    args = parse_paths(
+        __doc__, "data", "pretrained", "adapter", "selection",
+        "metrics_out", "plots_out", "confusion_out",
+    )
 
     from lora_mnist.config import load_params
 

@@ -1,15 +1,11 @@
 """DVC stage `filter`: indices of the training images of the target digit chosen by select_target."""
 
-import argparse
 
-from lora_mnist.cli import run_stage
+from lora_mnist.cli import parse_paths, run_stage
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    for name in ("data", "selection", "indices_out", "metrics_out"):
-        parser.add_argument(name)
-    args = parser.parse_args()
+    args = parse_paths(__doc__, "data", "selection", "indices_out", "metrics_out")
 
     import numpy as np
     from safetensors.numpy import save

@@ -1,15 +1,14 @@
 """DVC stage `finetune`: LoRA on the frozen pretrained model, trained on the target digit only."""
 
-import argparse
 
-from lora_mnist.cli import run_stage
+from lora_mnist.cli import parse_paths, run_stage
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    for name in ("data", "model", "indices", "adapter_out", "finetuned_out", "merged_out", "metrics_out", "plots_out"):
-        parser.add_argument(name)
-    args = parser.parse_args()
+    args = parse_paths(
+        __doc__, "data", "model", "indices",
+        "adapter_out", "finetuned_out", "merged_out", "metrics_out", "plots_out",
+    )
 
     from lora_mnist.config import load_params
 

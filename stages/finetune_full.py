@@ -1,16 +1,12 @@
 """DVC stage `finetune_full`: the baseline LoRA is measured against: fine-tune ALL weights, same data and steps."""
 
-import argparse
 from pathlib import Path
 
-from lora_mnist.cli import run_stage
+from lora_mnist.cli import parse_paths, run_stage
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    for name in ("data", "model", "indices", "selection", "model_out", "metrics_out", "plots_out"):
-        parser.add_argument(name)
-    args = parser.parse_args()
+    args = parse_paths(__doc__, "data", "model", "indices", "selection", "model_out", "metrics_out", "plots_out")
 
     from lora_mnist.config import load_params
 

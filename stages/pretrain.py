@@ -1,15 +1,11 @@
 """DVC stage `pretrain`: train RichBoyNet from scratch on the 60,000 MNIST training images."""
 
-import argparse
 
-from lora_mnist.cli import run_stage
+from lora_mnist.cli import parse_paths, run_stage
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    for name in ("data", "model_out", "metrics_out", "plots_out"):
-        parser.add_argument(name)
-    args = parser.parse_args()
+    args = parse_paths(__doc__, "data", "model_out", "metrics_out", "plots_out")
 
     from lora_mnist.config import load_params
 

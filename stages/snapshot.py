@@ -1,16 +1,12 @@
 """DVC stage `snapshot`: a copy of the original weights and a manifest of per-tensor sha256."""
 
-import argparse
 import shutil
 
-from lora_mnist.cli import run_stage
+from lora_mnist.cli import parse_paths, run_stage
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    for name in ("model", "snapshot_out", "manifest_out"):
-        parser.add_argument(name)
-    args = parser.parse_args()
+    args = parse_paths(__doc__, "model", "snapshot_out", "manifest_out")
 
     from lora_mnist.artifacts import atomic_path, write_json
     from lora_mnist.integrity import tensor_digests

@@ -1,16 +1,12 @@
 """DVC stage `verify`: prove the original weights never moved (exit 1 naming the tensor if one did)."""
 
-import argparse
 import json
 
-from lora_mnist.cli import run_stage
+from lora_mnist.cli import parse_paths, run_stage
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    for name in ("data", "snapshot", "manifest", "pretrained", "finetuned", "adapter", "metrics_out"):
-        parser.add_argument(name)
-    args = parser.parse_args()
+    args = parse_paths(__doc__, "data", "snapshot", "manifest", "pretrained", "finetuned", "adapter", "metrics_out")
 
     import torch
 

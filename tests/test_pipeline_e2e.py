@@ -157,7 +157,8 @@ def test_push_then_pull_into_a_fresh_clone_needs_no_recompute(repo: Repo) -> Non
     clone.dvc("pull")
     assert json.loads(clone.dvc("status", "--json").stdout) == {}  # up to date: nothing to recompute
     assert repo.ran(clone.dvc("repro")) == set()
-    for rel in ("models/pretrained.safetensors", "models/adapter/adapter_model.safetensors", "data/raw/MNIST/raw/t10k-labels-idx1-ubyte"):
+    for rel in ("models/pretrained.safetensors", "models/adapter/adapter_model.safetensors",
+                "data/raw/MNIST/raw/t10k-labels-idx1-ubyte"):
         assert (clone.path / rel).read_bytes() == (repo.path / rel).read_bytes()
 
 

@@ -35,7 +35,8 @@ def test_target_indices_are_exactly_the_digit_in_order():
 
 def test_check_enough_names_digit_and_batch():
     check_enough(10, 9, 10)
-    with pytest.raises(DataError, match=r"digit 9 has 3 training samples, fewer than one batch \(finetune.batch_size = 10\)"):
+    message = r"digit 9 has 3 training samples, fewer than one batch \(finetune.batch_size = 10\)"
+    with pytest.raises(DataError, match=message):
         check_enough(3, 9, 10)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable
 
@@ -18,3 +19,11 @@ def run_stage(main: Callable[[], None]) -> None:
     except KeyboardInterrupt:
         print("error: interrupted; no output was written", file=sys.stderr)
         sys.exit(130)
+
+
+def parse_paths(description: str, *names: str) -> argparse.Namespace:
+    """Parse a stage's positional path arguments (dvc.yaml's cmd passes them; they are written only there)."""
+    parser = argparse.ArgumentParser(description=description)
+    for name in names:
+        parser.add_argument(name)
+    return parser.parse_args()
