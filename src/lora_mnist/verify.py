@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from lora_mnist.integrity import digest, max_abs_diff
+from lora_mnist.adapter import load_adapter
+from lora_mnist.checkpoint import load_model, load_state
+from lora_mnist.errors import ArtifactError
+from lora_mnist.integrity import digest, max_abs_diff, read_safetensors
+from lora_mnist.lora import freeze_non_lora, lora_disabled, trainable_parameter_names
 
 ORIGINAL_SUFFIX = ".parametrizations.weight.original"
 
@@ -51,7 +57,8 @@ class Report:
 
 def check_manifest(snapshot: dict[str, np.ndarray], manifest: dict[str, str], source: str | Path) -> list[str]:
     """Every snapshot tensor still has the sha256 recorded when the snapshot was taken."""
-    failures = [f"{source}: tensor {k} is in the manifest but not in the snapshot" for k in manifest if k not in snapshot]
+    failures = [f"{source}: tensor {k} is in the manifest but not in the snapshot"
+                for k in sorted(manifest) if k not in snapshot]
     for name, array in sorted(snapshot.items()):
         if name not in manifest:
             failures.append(f"{source}: tensor {name} is not in the manifest")
@@ -60,7 +67,9 @@ def check_manifest(snapshot: dict[str, np.ndarray], manifest: dict[str, str], so
     return failures
 
 
-def check_same(report: Report, label: str, tensors: dict[str, np.ndarray], snapshot: dict[str, np.ndarray]) -> list[str]:
+def check_same(
+    report: Report, label: str, tensors: dict[str, np.ndarray], snapshot: dict[str, np.ndarray]
+) -> list[str]:
     """`tensors` (plain names) hold exactly the snapshot's tensors, bit for bit."""
     failures = [f"{label}: tensor {k} is missing" for k in sorted(snapshot) if k not in tensors]
     failures += [f"{label}: unexpected tensor {k}" for k in sorted(tensors) if k not in snapshot]
@@ -83,3 +92,36 @@ def check_trainable(recorded: list[str], finetuned: dict[str, np.ndarray]) -> li
     if not lora:
         failures.append("trainable: the fine-tuned model has no LoRA parameters")
     return failures
+
+
+def recorded_trainable(metadata: dict[str, str], source: str | Path) -> list[str]:
+    """The trainable parameter names the finetune stage recorded in its checkpoint's metadata."""
+    try:
+        names = json.loads(metadata["trainable"])
+    except (KeyError, json.JSONDecodeError):
+        raise ArtifactError(f"{source}: metadata has no valid 'trainable' list (made by the finetune stage?)") from None
+    return names
+
+
+def check_rebuilt_model(
+    pretrained: str | Path, finetuned: str | Path, adapter: str | Path, images: torch.Tensor, recorded: list[str]
+) -> dict[str, list[str]]:
+    """Rebuild the fine-tuned model as finetune built it (pretrained + adapter config, then its exact state) and
+    check: adapter == its LoRA tensors, freezing gives the recorded trainable set, LoRA-off logits == pretrained."""
+    base, model = load_model(pretrained), load_model(pretrained)
+    load_adapter(model, adapter)
+    adapter_state = {k: v.clone() for k, v in model.state_dict().items() if "lora_" in k}
+    state, _ = read_safetensors(finetuned, framework="pt")
+    load_state(model, state, finetuned)
+    freeze_non_lora(model)
+    trainable = trainable_parameter_names(model)
+    with torch.inference_mode(), lora_disabled(model):
+        off, ref = model.eval()(images), base.eval()(images)  # (n, 10) each
+    return {
+        "adapter_equals_finetuned": [f"{adapter}: tensor {k} differs from the fine-tuned model's"
+                                     for k, v in adapter_state.items() if not torch.equal(v, state[k])],
+        "freeze_gives_same_trainable": [] if trainable == recorded else [
+            f"trainable: freezing gives {trainable}, fine-tuning recorded {recorded}"],
+        "lora_off_logits_equal_pretrained": [] if torch.equal(off, ref) else [
+            f"logits: LoRA-off logits differ from the pretrained model's (max abs diff {(off - ref).abs().max():.6g})"],
+    }
