@@ -194,13 +194,16 @@ def count_parameters(model: nn.Module) -> ParamCount:
     return ParamCount(original=n_original, lora=n_lora)
 
 
+ORIGINAL_SUFFIX = ".parametrizations.weight.original"  # where parametrize keeps the frozen weight
+
+
 def base_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """The frozen base weights under plain names (`linear1.weight`, ...), sharing storage like state_dict."""
     plain = {}
     for key, tensor in model.state_dict().items():
         if "lora_" in key:
             continue
-        plain[key.replace(".parametrizations.weight.original", ".weight")] = tensor
+        plain[key.replace(ORIGINAL_SUFFIX, ".weight")] = tensor
     return plain
 
 

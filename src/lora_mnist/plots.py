@@ -16,6 +16,7 @@ def write_losses(out_dir: str | Path, losses: Sequence[float]) -> None:
 
     with atomic_dir(out_dir) as tmp:
         # dvcyaml=False: plots are declared in dvc.yaml; save_dvc_exp=False: DVC runs us, not the reverse.
+        # Live writes into a hidden .tmp-* dir (git-ignored), so under `dvc exp run` it has nothing to git-add.
         with Live(str(tmp), dvcyaml=False, save_dvc_exp=False, report=None) as live:
             for step, loss in enumerate(losses):
                 live.step = step

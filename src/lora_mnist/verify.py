@@ -13,10 +13,7 @@ from lora_mnist.adapter import load_adapter
 from lora_mnist.checkpoint import load_model, load_state
 from lora_mnist.errors import ArtifactError
 from lora_mnist.integrity import digest, max_abs_diff, read_safetensors
-from lora_mnist.lora import freeze_non_lora, lora_disabled, trainable_parameter_names
-
-ORIGINAL_SUFFIX = ".parametrizations.weight.original"
-
+from lora_mnist.lora import ORIGINAL_SUFFIX, freeze_non_lora, lora_disabled, trainable_parameter_names
 
 def base_name(key: str) -> str | None:
     """Plain RichBoyNet name of a fine-tuned state_dict key (None for LoRA tensors)."""
