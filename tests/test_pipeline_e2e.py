@@ -204,13 +204,30 @@ def test_rank_change_reruns_exactly_finetune_verify_evaluate(repo: Repo) -> None
     assert "lora.rank" in shown and "accuracy.lora" in shown
 
 
-def test_target_digit_change_reruns_select_target_and_downstream(repo: Repo) -> None:
+def test_each_param_invalidates_exactly_the_stages_that_read_it(repo: Repo) -> None:
+    """`dvc repro --dry` plans without running: it lists the stages a param change invalidates directly
+    (what runs after them depends on whether their outputs change, as the rank test shows)."""
     repo.run("git", "checkout", "--", ".")
     repo.dvc("checkout", "--quiet")
-    current = repo.json("metrics/select_target.json")["target"]["digit"]
-    proc = repo.dvc("exp", "run", "-S", f"target.digit={(current + 1) % 10}")
-    assert repo.ran(proc) == {"select_target", "filter", "finetune", "verify", "evaluate", "finetune_full", "analyze"}
-    assert repo.json("metrics/evaluate.json")["target"]["digit"] == (current + 1) % 10
+    current = yaml.safe_load((repo.path / "params.yaml").read_text())
+    cases = [
+        ("target", "digit", (repo.json("metrics/select_target.json")["target"]["digit"] + 1) % 10, {"select_target"}),
+        ("finetune", "replay", 0.2, {"finetune", "finetune_full"}),
+        ("lora", "alpha", 2, {"finetune"}),
+        ("model", "hidden_size_2", 12, {"pretrain"}),
+        ("pretrain", "lr", 0.002, {"pretrain"}),
+    ]
+    for section, key, value, expected in cases:
+        params = yaml.safe_load((repo.path / "params.yaml").read_text())
+        params[section][key] = value
+        (repo.path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        assert repo.ran(repo.dvc("repro", "--dry")) == expected, (section, key)  # --dry: plan only
+        (repo.path / "params.yaml").write_text(yaml.safe_dump(current, sort_keys=False))
+    params = yaml.safe_load((repo.path / "params.yaml").read_text())
+    params["device"] = "auto"  # resolves to this machine's device: only the compute stages care
+    (repo.path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert repo.ran(repo.dvc("repro", "--dry")) == {"pretrain", "select_target", "finetune", "evaluate", "finetune_full"}
+    repo.run("git", "checkout", "--", "params.yaml")
 
 
 def test_bad_param_is_one_clear_error(repo: Repo) -> None:
