@@ -12,7 +12,7 @@ def main() -> None:
     from lora_mnist.analysis import layer_updates, update_stats
     from lora_mnist.artifacts import atomic_dir, write_json
     from lora_mnist.checkpoint import load_model
-    from lora_mnist.lora import count_parameters
+    from lora_mnist.report import count_parameters
     from lora_mnist.plots import write_spectra
 
     base, full, lora_model = load_model(args.pretrained), load_model(args.full), load_model(args.pretrained)

@@ -21,7 +21,7 @@ def main() -> None:
     from lora_mnist.checkpoint import load_model
     from lora_mnist.data import load_split
     from lora_mnist.evaluate import accuracy, digit_totals, predict, wrong_counts
-    from lora_mnist.lora import count_parameters
+    from lora_mnist.report import count_parameters
     from lora_mnist.plots import write_confusions, write_wrong_bars
     from lora_mnist.report import compare
     from lora_mnist.runtime import configure_torch, resolve_device

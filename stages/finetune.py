@@ -22,7 +22,8 @@ def main() -> None:
     from lora_mnist.config import replay_count
     from lora_mnist.checkpoint import load_model, save_model, save_tensors
     from lora_mnist.finetuning import finetune, load_finetune_set
-    from lora_mnist.lora import apply_lora, count_parameters, freeze_non_lora, merge, trainable_parameter_names
+    from lora_mnist.lora import apply_lora, freeze_non_lora, merge, set_lora_impl, trainable_parameter_names
+    from lora_mnist.report import count_parameters
     from lora_mnist.plots import write_losses
     from lora_mnist.runtime import generator, configure_torch, resolve_device
 
@@ -33,6 +34,7 @@ def main() -> None:
     model = load_model(args.model)
     apply_lora(model, lora.targets, lora.rank, lora.alpha, lora.init, lora.scaling, generator=generator(cfg.seed))
     freeze_non_lora(model)
+    set_lora_impl(model, lora.impl)  # how training computes the update; the adapter is the same either way
     losses = finetune(model.to(device), data, cfg, device, desc="finetune")
     trainable = trainable_parameter_names(model)
     save_adapter(model, args.adapter_out)

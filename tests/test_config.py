@@ -71,6 +71,7 @@ BAD = [
     ("lora.targets", "linear1", "list"),
     ("lora.init", "xavier", "gaussian, kaiming"),
     ("lora.scaling", "sqrt", "standard, rslora"),
+    ("lora.impl", "fast", "parametrize, lowrank"),
 ]
 
 

@@ -10,18 +10,18 @@ from torch.nn.utils import parametrize
 from lora_mnist.errors import ConfigError
 from lora_mnist.lora import (
     LoRAParametrization,
-    ParamCount,
     apply_lora,
     base_state_dict,
-    count_parameters,
     freeze_non_lora,
     lora_disabled,
     lora_layers,
     lora_parameters,
     merge,
     set_lora_enabled,
+    set_lora_impl,
     trainable_parameter_names,
 )
+from lora_mnist.report import ParamCount, count_parameters
 from lora_mnist.model import LINEAR_NAMES, RichBoyNet
 
 H1, H2 = 16, 32
@@ -235,3 +235,29 @@ def test_apply_twice_to_a_layer_is_refused(base):
 def test_set_lora_enabled_wants_a_bool(base):
     with pytest.raises(ConfigError, match="enabled"):
         set_lora_enabled(lora_model(base), 1)
+
+
+def test_lowrank_impl_matches_parametrize_and_trains_the_same_parameters(base, batch):
+    images, _ = batch
+    model = copy.deepcopy(base)
+    apply_lora(model, LINEAR_NAMES, rank=2, alpha=4.0, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for lora in lora_layers(model).values():
+            lora.lora_B.normal_(std=0.01, generator=torch.Generator().manual_seed(2))  # a non-zero update
+    twin = copy.deepcopy(model)
+    set_lora_impl(twin, "lowrank")
+    with torch.no_grad():
+        assert torch.allclose(twin(images), model(images), rtol=1e-4, atol=1e-5)
+        assert torch.equal(twin.linear1.weight, base.linear1.weight)  # lowrank never materialises W + B @ A
+        with lora_disabled(twin):
+            assert torch.equal(twin(images), base(images))
+    for m in (model, twin):
+        freeze_non_lora(m)
+        opt = torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=0.1)
+        m(images).square().mean().backward()
+        opt.step()
+    for (name, a), (_, b) in zip(model.named_parameters(), twin.named_parameters()):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6), name  # same gradients, up to float rounding
+    assert trainable_parameter_names(model) == trainable_parameter_names(twin)
+    with pytest.raises(ConfigError, match="impl='fast' is invalid"):
+        set_lora_impl(twin, "fast")

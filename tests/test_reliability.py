@@ -32,7 +32,7 @@ def test_every_param_reading_stage_refuses_bad_params_before_any_work(stage, tmp
     proc = run_stage(stage, tmp_path)
     assert proc.returncode == 1
     assert proc.stderr.strip() == (
-        "error: params: unknown key lora.rnak (did you mean lora.rank?); allowed: rank, alpha, targets, init, scaling"
+        "error: params: unknown key lora.rnak (did you mean lora.rank?); allowed: rank, alpha, targets, init, scaling, impl"
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]  # no output touched
 

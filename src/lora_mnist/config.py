@@ -18,6 +18,7 @@ LINEAR_NAMES = ("linear1", "linear2", "linear3")
 DEVICES = ("cpu", "cuda", "mps", "auto")
 INITS = ("gaussian", "kaiming")
 SCALINGS = ("standard", "rslora")
+IMPLS = ("parametrize", "lowrank")
 
 
 def _spec(kind: str, allowed: str, check: Any = None, choices: tuple = ()) -> dict:
@@ -85,6 +86,7 @@ class LoraParams:
     )
     init: str = _choice(INITS, default="gaussian")  # gaussian: A ~ N(0, 1) (the seed); kaiming: PEFT's default
     scaling: str = _choice(SCALINGS, default="standard")
+    impl: str = _choice(IMPLS, default="parametrize")  # parametrize: W + B @ A (the seed) | lowrank: x @ A.T @ B.T
 
 
 @dataclass(frozen=True)

@@ -11,13 +11,12 @@ import math
 import numbers
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from lora_mnist.config import INITS, SCALINGS
+from lora_mnist.config import IMPLS, INITS, SCALINGS
 from lora_mnist.errors import ConfigError
 from lora_mnist.model import RichBoyNet
 
@@ -63,6 +62,7 @@ class LoRAParametrization(nn.Module):
         self.scaling = _check_choice("scaling", scaling, SCALINGS)
         self.scale = self.alpha / (self.rank if scaling == "standard" else math.sqrt(self.rank))
         self.enabled = True
+        self.impl = "parametrize"  # or "lowrank": _lowrank_hook adds the update instead (set_lora_impl)
         # Draw A on the CPU in float32 so the same generator gives the same A on every device.
         a = torch.empty(self.rank, in_features)  # (r, in)
         if init == "gaussian":
@@ -75,7 +75,7 @@ class LoRAParametrization(nn.Module):
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         """Return the effective weight (out, in): W + (B @ A) * scale if enabled, else W itself."""
-        if not self.enabled:
+        if not self.enabled or self.impl == "lowrank":
             return weight
         return weight + self.lora_B @ self.lora_A * self.scale
 
@@ -129,6 +129,21 @@ def apply_lora(
         lora = LoRAParametrization(layer.in_features, layer.out_features, rank, alpha, init, scaling,
                                    generator=generator, device=w.device, dtype=w.dtype)
         parametrize.register_parametrization(layer, "weight", lora)
+        layer.register_forward_hook(_lowrank_hook)
+
+
+def _lowrank_hook(layer: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> torch.Tensor:
+    """impl "lowrank": add x @ A.T @ B.T * scale to the output, never materialising B @ A (out, in)."""
+    lora = _lora_of(layer)
+    if lora is None or not lora.enabled or lora.impl != "lowrank":
+        return output
+    return output + (inputs[0] @ lora.lora_A.T) @ lora.lora_B.T * lora.scale  # (b, in) -> (b, r) -> (b, out)
+
+
+def set_lora_impl(model: nn.Module, impl: str) -> None:
+    """How the update enters the forward pass: "parametrize" (W + B @ A, the seed's) or "lowrank"."""
+    for lora in lora_layers(model).values():
+        lora.impl = _check_choice("impl", impl, IMPLS)
 
 
 def lora_layers(model: nn.Module) -> dict[str, LoRAParametrization]:
@@ -172,26 +187,6 @@ def freeze_non_lora(model: nn.Module) -> None:
 def trainable_parameter_names(model: nn.Module) -> list[str]:
     """Names of the parameters that require grad."""
     return [name for name, p in model.named_parameters() if p.requires_grad]
-
-
-@dataclass(frozen=True)
-class ParamCount:
-    """Parameter counts: original (non-LoRA) and LoRA, and LoRA as a percentage of original."""
-
-    original: int
-    lora: int
-    increment_pct: float = field(init=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "increment_pct", 100 * self.lora / self.original if self.original else 0.0)
-
-
-def count_parameters(model: nn.Module) -> ParamCount:
-    """Count non-LoRA parameters (frozen weights + biases) and LoRA ones (rank * (in + out) per layer)."""
-    lora = lora_parameters(model)
-    n_lora = sum(p.numel() for p in lora.values())
-    n_original = sum(p.numel() for name, p in model.named_parameters() if name not in lora)
-    return ParamCount(original=n_original, lora=n_lora)
 
 
 ORIGINAL_SUFFIX = ".parametrizations.weight.original"  # where parametrize keeps the frozen weight

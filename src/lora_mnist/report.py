@@ -1,6 +1,9 @@
-"""Metric dicts with stable keys, built from per-digit counts (pure Python)."""
+"""Metric dicts with stable keys, built from per-digit and parameter counts (pure Python, no torch import)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
 
 
 def per_digit(counts: list[int]) -> dict[str, int]:
@@ -38,3 +41,21 @@ def forgetting(totals: list[int], wrong: dict[str, list[int]], digit: int, basel
         out[model] = {"most_hurt_digit": worst, "most_hurt_extra_wrong": increase[worst],
                       "extra_wrong_others": sum(increase.values())}
     return out
+
+
+@dataclass(frozen=True)
+class ParamCount:
+    """Parameter counts: original (non-LoRA) and LoRA, and LoRA as a percentage of original."""
+
+    original: int
+    lora: int
+    increment_pct: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "increment_pct", 100 * self.lora / self.original if self.original else 0.0)
+
+
+def count_parameters(model: Any) -> ParamCount:
+    """Count non-LoRA parameters (frozen weights + biases) and LoRA ones (`lora_` in the name, as in lora.py)."""
+    sizes = [("lora_" in name, p.numel()) for name, p in model.named_parameters()]
+    return ParamCount(original=sum(n for is_lora, n in sizes if not is_lora), lora=sum(n for is_lora, n in sizes if is_lora))
