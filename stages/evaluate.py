@@ -27,7 +27,7 @@ def main() -> None:
     from lora_mnist.runtime import configure_torch, resolve_device
 
     device = resolve_device(params.device)
-    configure_torch()
+    configure_torch(device)
     digit = int(json_field(args.selection, "target", "digit"))
     images, labels = load_split(args.data, "test")
     base, lora_model = load_model(args.pretrained), load_model(args.pretrained)

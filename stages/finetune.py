@@ -28,7 +28,7 @@ def main() -> None:
     from lora_mnist.runtime import generator, configure_torch, resolve_device
 
     device = resolve_device(params.device)
-    configure_torch()
+    configure_torch(device)
     cfg, lora = params.finetune, params.lora
     data = load_finetune_set(args.data, args.indices, cfg.batch_size)
     model = load_model(args.model)

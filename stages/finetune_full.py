@@ -22,7 +22,7 @@ def main() -> None:
     from lora_mnist.runtime import configure_torch, resolve_device
 
     device = resolve_device(params.device)
-    configure_torch()
+    configure_torch(device)
     cfg = params.finetune
     data = load_finetune_set(args.data, args.indices, cfg.batch_size)
     model = load_model(args.model)  # every parameter stays trainable

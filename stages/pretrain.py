@@ -22,7 +22,7 @@ def main() -> None:
     from lora_mnist.train import train
 
     device = resolve_device(params.device)
-    configure_torch()
+    configure_torch(device)
     cfg = params.pretrain
     images, labels = load_split(args.data, "train")
     # As in the seed: manual_seed, build the model (its init draws first), then shuffle from the same

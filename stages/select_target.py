@@ -20,7 +20,7 @@ def main() -> None:
     from lora_mnist.selection import choose_target
 
     device = resolve_device(params.device)
-    configure_torch()
+    configure_torch(device)
     images, labels = load_split(args.data, "test")
     preds = predict(load_model(args.model).to(device), images.to(device))
     wrong, acc = wrong_counts(labels, preds), accuracy(labels, preds)
