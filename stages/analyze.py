@@ -8,28 +8,30 @@ from lora_mnist.cli import parse_paths, run_stage
 def main() -> None:
     args = parse_paths(__doc__, "pretrained", "full", "adapter", "metrics_out", "plots_out")
 
-    from lora_mnist.adapter import load_adapter
+    # numpy only: the updates are differences and products of stored tensors, no model has to run.
     from lora_mnist.analysis import layer_updates, update_stats
     from lora_mnist.artifacts import atomic_dir, write_json
-    from lora_mnist.checkpoint import load_model
-    from lora_mnist.report import count_parameters
+    from lora_mnist.integrity import read_safetensors
+    from lora_mnist.names import ADAPTER_CONFIG, ADAPTER_WEIGHTS, adapter_settings, read_adapter_config
     from lora_mnist.plots import write_spectra
 
-    base, full, lora_model = load_model(args.pretrained), load_model(args.full), load_model(args.pretrained)
-    load_adapter(lora_model, args.adapter)
+    base, _ = read_safetensors(args.pretrained)
+    full, _ = read_safetensors(args.full)
+    adapter_dir = Path(args.adapter)
+    settings = adapter_settings(read_adapter_config(adapter_dir), adapter_dir / ADAPTER_CONFIG)
+    adapter, _ = read_safetensors(adapter_dir / ADAPTER_WEIGHTS)
     layers, spectra = {}, {}
-    for name, deltas in layer_updates(base, full, lora_model).items():
-        w0 = getattr(base, name).weight.detach()
+    for name, deltas in layer_updates(base, full, adapter, settings).items():
+        w0 = base[f"{name}.weight"]
         results = {kind: update_stats(delta, w0) for kind, delta in deltas.items()}
         layers[name] = {kind: stats for kind, (stats, _) in results.items()}
         spectra[name] = {kind: top for kind, (_, top) in results.items()}
-    adapter_bytes = sum(p.stat().st_size for p in Path(args.adapter).iterdir())
+    adapter_bytes = sum(p.stat().st_size for p in adapter_dir.iterdir())
     metrics = {
         "layers": layers,
         "size": {
-            "lora": {"trainable_params": count_parameters(lora_model).lora, "bytes": adapter_bytes},
-            "full": {"trainable_params": sum(p.numel() for p in base.parameters()),
-                     "bytes": Path(args.full).stat().st_size},
+            "lora": {"trainable_params": sum(t.size for t in adapter.values()), "bytes": adapter_bytes},
+            "full": {"trainable_params": sum(t.size for t in base.values()), "bytes": Path(args.full).stat().st_size},
         },
     }
     with atomic_dir(args.plots_out) as tmp:

@@ -1,4 +1,4 @@
-"""DVC stage `evaluate`: base vs LoRA on the test set, as metrics and plots."""
+"""DVC stage `evaluate`: base vs LoRA on the test set, as metrics and plots; LoRA switched off must be the base."""
 
 
 from lora_mnist.cli import parse_paths, run_stage
@@ -16,11 +16,15 @@ def main() -> None:
 
     from dataclasses import asdict
 
+    import torch
+
     from lora_mnist.adapter import load_adapter
     from lora_mnist.artifacts import atomic_dir, json_field, write_json
     from lora_mnist.checkpoint import load_model
     from lora_mnist.data import load_split
-    from lora_mnist.evaluate import accuracy, digit_totals, predict, wrong_counts
+    from lora_mnist.errors import ArtifactError
+    from lora_mnist.evaluate import accuracy, digit_totals, logits, predict, wrong_counts
+    from lora_mnist.lora import lora_disabled
     from lora_mnist.report import count_parameters
     from lora_mnist.plots import write_confusions, write_wrong_bars
     from lora_mnist.report import compare
@@ -32,12 +36,20 @@ def main() -> None:
     images, labels = load_split(args.data, "test")
     base, lora_model = load_model(args.pretrained), load_model(args.pretrained)
     load_adapter(lora_model, args.adapter)
-    preds = {name: predict(m.to(device), images.to(device)) for name, m in (("base", base), ("lora", lora_model))}
+    images = images.to(device)
+    base_logits = logits(base.to(device), images)  # (n, 10)
+    with lora_disabled(lora_model):
+        off_logits = logits(lora_model.to(device), images)
+    if not torch.equal(off_logits, base_logits):  # the adapter must only ever add to the frozen weights
+        raise ArtifactError(f"{args.adapter}: with LoRA switched off, the logits differ from the pretrained model's "
+                            f"(max abs diff {(off_logits - base_logits).abs().max():.6g})")
+    preds = {"base": base_logits.argmax(dim=1), "lora": predict(lora_model, images)}
     wrong = {name: wrong_counts(labels, p) for name, p in preds.items()}
     metrics = {
         "device": device.type,
         **compare(digit_totals(labels), {name: accuracy(labels, p) for name, p in preds.items()}, wrong, digit),
         "param_count": asdict(count_parameters(lora_model)),  # original, lora, increment_pct
+        "checks": {"lora_off_logits_equal_pretrained": True},  # checked above, on every test image
     }
     with atomic_dir(args.confusion_out) as tmp:
         write_confusions(tmp, labels.tolist(), {name: p.tolist() for name, p in preds.items()})

@@ -30,7 +30,7 @@ def main() -> None:
     device = resolve_device(params.device)
     configure_torch(device)
     cfg, lora = params.finetune, params.lora
-    data = load_finetune_set(args.data, args.indices, cfg.batch_size)
+    data = load_finetune_set(args.data, args.indices, cfg)
     model = load_model(args.model)
     apply_lora(model, lora.targets, lora.rank, lora.alpha, lora.init, lora.scaling, generator=generator(cfg.seed))
     freeze_non_lora(model)

@@ -6,7 +6,7 @@ from lora_mnist.cli import parse_paths, run_stage
 
 
 def main() -> None:
-    args = parse_paths(__doc__, "data", "model", "indices", "selection", "model_out", "metrics_out", "plots_out")
+    args = parse_paths(__doc__, "data", "model", "indices", "pretrain_metrics", "model_out", "metrics_out", "plots_out")
 
     from lora_mnist.config import load_params
 
@@ -24,15 +24,15 @@ def main() -> None:
     device = resolve_device(params.device)
     configure_torch(device)
     cfg = params.finetune
-    data = load_finetune_set(args.data, args.indices, cfg.batch_size)
+    data = load_finetune_set(args.data, args.indices, cfg)
     model = load_model(args.model)  # every parameter stays trainable
     losses = finetune(model.to(device), data, cfg, device, desc="finetune_full")
     save_model(model, args.model_out)
     write_losses(args.plots_out, losses)
 
-    # The base model's test results were computed once, by select_target.
-    base_wrong = [int(json_field(args.selection, "wrong", str(d))) for d in range(10)]
-    base_accuracy = float(json_field(args.selection, "accuracy"))
+    # The base model's test results were computed once, by pretrain.
+    base_wrong = [int(json_field(args.pretrain_metrics, "test", "wrong", str(d))) for d in range(10)]
+    base_accuracy = float(json_field(args.pretrain_metrics, "test", "accuracy"))
     images, labels = load_split(args.data, "test")
     preds = predict(model, images.to(device))
     wrong = {"base": base_wrong, "full": wrong_counts(labels, preds)}

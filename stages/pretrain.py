@@ -1,4 +1,4 @@
-"""DVC stage `pretrain`: train RichBoyNet from scratch on the 60,000 MNIST training images."""
+"""DVC stage `pretrain`: train RichBoyNet from scratch on the 60,000 MNIST training images, then test it."""
 
 
 from lora_mnist.cli import parse_paths, run_stage
@@ -16,8 +16,10 @@ def main() -> None:
     from lora_mnist.artifacts import write_json
     from lora_mnist.checkpoint import save_model
     from lora_mnist.data import batch_indices, load_split, steps_per_epoch
+    from lora_mnist.evaluate import accuracy, predict, wrong_counts
     from lora_mnist.model import RichBoyNet
     from lora_mnist.plots import write_losses
+    from lora_mnist.report import per_digit
     from lora_mnist.runtime import configure_torch, resolve_device
     from lora_mnist.train import train
 
@@ -32,15 +34,20 @@ def main() -> None:
     steps = cfg.epochs * steps_per_epoch(len(images), cfg.batch_size)
     batches = batch_indices(len(images), cfg.batch_size, steps, gen)
     losses = train(model, images.to(device), labels.to(device), batches, steps=steps, lr=cfg.lr, desc="pretrain")
+    # The test set, here where the model already is: select_target picks from these counts without torch.
+    test_images, test_labels = load_split(args.data, "test")
+    preds = predict(model, test_images.to(device))
+    wrong, acc = wrong_counts(test_labels, preds), accuracy(test_labels, preds)
     save_model(model, args.model_out)
     write_losses(args.plots_out, losses)
     last = losses[-100:]
     write_json(args.metrics_out, {
         "device": device.type, "steps": steps, "train_size": len(images),
         "loss": {"first": losses[0], "last": losses[-1], "mean_last_100": sum(last) / len(last)},
+        "test": {"accuracy": acc, "wrong": per_digit(wrong)},
     })
     print(f"pretrain: {steps} steps on {len(images)} images ({device.type}), mean loss of last 100 steps "
-          f"{sum(last) / len(last):.4f} -> {args.model_out}")
+          f"{sum(last) / len(last):.4f}, test accuracy {acc:.4f} -> {args.model_out}")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import pytest
 from lora_mnist.artifacts import atomic_dir, atomic_path, read_json, write_json
 from lora_mnist.errors import ArtifactError
 from lora_mnist.integrity import digest, max_abs_diff
-from lora_mnist.verify import Report, check_manifest, check_same, check_trainable, finetuned_base
+from lora_mnist.verify import Report, check_adapter, check_manifest, check_same, check_trainable, finetuned_base
 
 
 def test_atomic_path_replaces_on_success_and_leaves_nothing_on_error(tmp_path):
@@ -102,6 +102,22 @@ def test_check_trainable_is_exactly_lora():
     assert check_trainable(lora[:1], state) == [
         "trainable: LoRA parameter l.parametrizations.weight.0.lora_B was not trainable"
     ]
+
+
+def test_check_adapter_maps_peft_keys_to_the_fine_tuned_factors():
+    a, b = np.ones((1, 4), np.float32), np.zeros((3, 1), np.float32)
+    finetuned = {"linear1.parametrizations.weight.0.lora_A": a, "linear1.parametrizations.weight.0.lora_B": b,
+                 "linear1.parametrizations.weight.original": np.ones((3, 4), np.float32), "linear1.bias": b[:, 0]}
+    adapter = {"base_model.model.linear1.lora_A.weight": a.copy(), "base_model.model.linear1.lora_B.weight": b.copy()}
+    assert check_adapter(adapter, finetuned, "ad") == []
+    adapter["base_model.model.linear1.lora_A.weight"] = a * 2
+    assert check_adapter(adapter, finetuned, "ad") == [
+        "ad: tensor base_model.model.linear1.lora_A.weight differs from the fine-tuned model's (max abs diff 1)"]
+    del adapter["base_model.model.linear1.lora_A.weight"]
+    adapter["base_model.model.linear2.lora_A.weight"] = a
+    assert check_adapter(adapter, finetuned, "ad") == [
+        "ad: tensor base_model.model.linear1.lora_A.weight is missing",
+        "ad: unexpected tensor base_model.model.linear2.lora_A.weight"]
 
 
 def test_leftovers_of_a_killed_write_are_removed_by_the_next(tmp_path):

@@ -44,6 +44,26 @@ def test_stage_deps_list_exactly_the_modules_it_imports(stage):
     assert listed == closure(ROOT / script)
 
 
+# Stages that only read and compare stored tensors/JSON: importing torch would cost each ~2 s (issue 5).
+TORCH_FREE = ("snapshot", "select_target", "filter", "verify", "analyze")
+
+
+def imports_torch(path: Path) -> bool:
+    """Does a file import torch or torchvision anywhere (top level or inside functions)?"""
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+            [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+        if any(n.split(".")[0] in ("torch", "torchvision") for n in names):
+            return True
+    return False
+
+
+@pytest.mark.parametrize("stage", TORCH_FREE)
+def test_tensor_reading_stages_never_import_torch(stage):
+    script = ROOT / f"stages/{stage}.py"
+    assert [p for p in [script, *(ROOT / m for m in sorted(closure(script)))] if imports_torch(p)] == []
+
+
 def params_sections_read(script: Path) -> set[str]:
     """Top-level params sections a stage script reads (`params.lora...`, `params.device`)."""
     return {node.attr for node in ast.walk(ast.parse(script.read_text()))

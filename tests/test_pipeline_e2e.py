@@ -98,10 +98,14 @@ def test_full_repro_runs_every_stage_and_writes_the_outputs(repo: Repo) -> None:
         assert set(ev["wrong"][key]) == {str(d) for d in range(10)}
     assert ev["target"]["digit"] == repo.json("metrics/select_target.json")["target"]["digit"]
     assert ev["target"]["wrong_base"] == ev["wrong"]["base"][str(ev["target"]["digit"])]
+    assert ev["checks"] == {"lora_off_logits_equal_pretrained": True}
+    pre = repo.json("metrics/pretrain.json")["test"]  # select_target chose from these, without torch
+    assert pre["wrong"] == ev["wrong"]["base"] and pre["accuracy"] == ev["accuracy"]["base"]
     # rank 1 on 784->32->16->10: (784+32) + (32+16) + (16+10)
     assert ev["param_count"]["lora"] == 890
     verify = repo.json("metrics/verify.json")
     assert verify["passed"] is True and verify["max_abs_diff"] == 0.0 and verify["tensors_checked"] >= 12
+    assert all(verify["checks"].values()) and "adapter_equals_finetuned" in verify["checks"]
     assert repo.json("metrics/filter.json") == {"digit": ev["target"]["digit"], "size": 40, "others": 360}
     forgetting = ev["forgetting"]
     assert set(forgetting["target_accuracy"]) == {"base", "lora"} and 0 <= forgetting["lora"]["most_hurt_digit"] <= 9
@@ -226,7 +230,7 @@ def test_each_param_invalidates_exactly_the_stages_that_read_it(repo: Repo) -> N
     params = yaml.safe_load((repo.path / "params.yaml").read_text())
     params["device"] = "auto"  # resolves to this machine's device: only the compute stages care
     (repo.path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert repo.ran(repo.dvc("repro", "--dry")) == {"pretrain", "select_target", "finetune", "evaluate", "finetune_full"}
+    assert repo.ran(repo.dvc("repro", "--dry")) == {"pretrain", "finetune", "evaluate", "finetune_full"}
     repo.run("git", "checkout", "--", "params.yaml")
 
 
@@ -260,7 +264,8 @@ TAMPER = {
         "models/finetuned.safetensors: tensor linear3.weight differs from the snapshot (max abs diff 0.5)",
     ]),
     "models/adapter/adapter_model.safetensors": ("base_model.model.linear1.lora_A.weight", [
-        "models/adapter: tensor linear1.parametrizations.weight.0.lora_A differs from the fine-tuned model's",
+        "models/adapter/adapter_model.safetensors: tensor base_model.model.linear1.lora_A.weight differs from the "
+        "fine-tuned model's (max abs diff 0.5)",
     ]),
 }
 

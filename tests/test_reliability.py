@@ -39,9 +39,12 @@ def test_every_param_reading_stage_refuses_bad_params_before_any_work(stage, tmp
 
 def test_stage_error_on_missing_data_is_one_line(tmp_path):
     (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
-    proc = run_stage("select_target", tmp_path)
+    proc = run_stage("pretrain", tmp_path)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert re.fullmatch(r"error: .*t10k-images-idx3-ubyte.*\n", proc.stderr)
+    assert re.fullmatch(r"error: .*train-images-idx3-ubyte.*\n", proc.stderr)
+    proc = run_stage("select_target", tmp_path)  # its input is pretrain's metrics file
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr == f"error: {tmp_path / 'out0'}: file not found\n"
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present")

@@ -1,54 +1,64 @@
-"""The low-rank hypothesis, tested: singular-value spectra of real weight updates."""
+"""The low-rank hypothesis, tested: singular-value spectra of real weight updates (numpy: no torch import)."""
 
 from __future__ import annotations
 
-import torch
-from torch import nn
+from typing import Any
 
-from lora_mnist.config import LINEAR_NAMES
-from lora_mnist.lora import lora_layers
+import numpy as np
+
+from lora_mnist.config import LINEAR_NAMES, lora_scale
+from lora_mnist.errors import ArtifactError
+from lora_mnist.names import peft_key
 
 TOP_K = 64  # singular values kept for the spectrum plot
 
 
-def singular_values(delta: torch.Tensor) -> torch.Tensor:
+def singular_values(delta: np.ndarray) -> np.ndarray:
     """Singular values of an update (out, in), descending, in float64 for a clean tail."""
-    return torch.linalg.svdvals(delta.to(torch.float64))
+    return np.linalg.svd(np.asarray(delta, dtype=np.float64), compute_uv=False)
 
 
-def effective_rank(s: torch.Tensor, energy: float) -> int:
+def effective_rank(s: np.ndarray, energy: float) -> int:
     """Fewest singular values whose squares hold `energy` of the total (0 for a zero update)."""
-    power = s.square()
+    power = np.square(np.asarray(s, dtype=np.float64))
     total = power.sum()
     if total == 0:
         return 0
-    share = power.cumsum(0) / total
-    return int((share < energy - 1e-12).sum().item()) + 1
+    share = np.cumsum(power) / total
+    return int((share < energy - 1e-12).sum()) + 1
 
 
-def update_stats(delta: torch.Tensor, base: torch.Tensor) -> tuple[dict[str, float | int], list[float]]:
+def update_stats(delta: np.ndarray, base: np.ndarray) -> tuple[dict[str, float | int], list[float]]:
     """Effective ranks (90 % / 99 % energy), relative size ||dW|| / ||W|| and the top spectrum."""
-    delta, base = delta.detach(), base.detach()
     s = singular_values(delta)
+    power = float(np.square(s).sum())
     stats = {
         "rank_90": effective_rank(s, 0.90),
         "rank_99": effective_rank(s, 0.99),
-        "top1_energy": float(s[0].square() / s.square().sum()) if s.square().sum() > 0 else 0.0,
-        "rel_norm": float(torch.linalg.norm(delta.double()) / torch.linalg.norm(base.double())),
+        "top1_energy": float(s[0] ** 2 / power) if power > 0 else 0.0,
+        "rel_norm": float(np.linalg.norm(np.asarray(delta, np.float64)) / np.linalg.norm(np.asarray(base, np.float64))),
     }
     return stats, s[:TOP_K].tolist()
 
 
-@torch.no_grad()
-def layer_updates(base: nn.Module, full: nn.Module, lora_model: nn.Module) -> dict[str, dict[str, torch.Tensor]]:
-    """dW (out, in) per Linear layer: full fine-tuning W_full - W_0, and LoRA scale * B @ A (0 if untargeted)."""
-    adapters = lora_layers(lora_model)
+def _get(tensors: dict[str, np.ndarray], key: str, source: str) -> np.ndarray:
+    if key not in tensors:
+        raise ArtifactError(f"{source}: missing tensor {key!r}")
+    return tensors[key].astype(np.float64)
+
+
+def layer_updates(
+    base: dict[str, np.ndarray], full: dict[str, np.ndarray], adapter: dict[str, np.ndarray], settings: dict[str, Any]
+) -> dict[str, dict[str, np.ndarray]]:
+    """dW (out, in) per Linear layer in float64: full fine-tuning W_full - W_0, and LoRA scale * B @ A (0 if
+    untargeted). `base`/`full` are plain state dicts, `adapter` PEFT tensors, `settings` its parsed config."""
+    scale = lora_scale(settings["alpha"], settings["rank"], settings["scaling"])
     updates = {}
     for name in LINEAR_NAMES:
-        w0 = getattr(base, name).weight
-        lora = adapters.get(name)
-        updates[name] = {
-            "full": getattr(full, name).weight - w0,
-            "lora": lora.lora_B @ lora.lora_A * lora.scale if lora else torch.zeros_like(w0),  # (out, r) @ (r, in)
-        }
+        w0 = _get(base, f"{name}.weight", "pretrained model")
+        if name in settings["targets"]:  # (out, r) @ (r, in)
+            lora = _get(adapter, peft_key(name, "B"), "adapter") @ _get(adapter, peft_key(name, "A"), "adapter") * scale
+        else:
+            lora = np.zeros_like(w0)
+        updates[name] = {"full": _get(full, f"{name}.weight", "fully fine-tuned model") - w0, "lora": lora}
     return updates

@@ -106,6 +106,11 @@ def layer_shapes(hidden_size_1: int, hidden_size_2: int) -> dict[str, tuple[int,
             "linear3": (hidden_size_2, N_CLASSES)}
 
 
+def lora_scale(alpha: float, rank: int, scaling: str) -> float:
+    """The factor on B @ A: alpha / rank ("standard") or alpha / sqrt(rank) ("rslora")."""
+    return alpha / (rank if scaling == "standard" else math.sqrt(rank))
+
+
 def replay_count(replay: float, batch_size: int) -> int:
     """Samples per fine-tuning batch drawn from the other digits: replay * batch_size rounded half up,
     leaving at least one target sample."""

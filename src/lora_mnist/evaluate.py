@@ -9,11 +9,15 @@ from lora_mnist.config import N_CLASSES
 
 
 @torch.inference_mode()
-def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """Argmax predictions (n,) int64 on CPU, batched (the seed evaluates one image at a time)."""
+def logits(model: nn.Module, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """Logits (n, 10) on CPU, batched (the seed evaluates one image at a time)."""
     model.eval()
-    preds = [model(images[i : i + batch_size]).argmax(dim=1) for i in range(0, len(images), batch_size)]
-    return torch.cat(preds).cpu()
+    return torch.cat([model(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]).cpu()
+
+
+def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """Argmax predictions (n,) int64 on CPU."""
+    return logits(model, images, batch_size).argmax(dim=1)
 
 
 def wrong_counts(labels: torch.Tensor, preds: torch.Tensor) -> list[int]:

@@ -16,9 +16,10 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from lora_mnist.config import IMPLS, INITS, SCALINGS
+from lora_mnist.config import IMPLS, INITS, SCALINGS, lora_scale
 from lora_mnist.errors import ConfigError
 from lora_mnist.model import RichBoyNet
+from lora_mnist.names import plain_name
 
 
 def _check_rank(rank: object) -> int:
@@ -60,7 +61,7 @@ class LoRAParametrization(nn.Module):
         self.alpha = _check_alpha(alpha)
         self.init = _check_choice("init", init, INITS)
         self.scaling = _check_choice("scaling", scaling, SCALINGS)
-        self.scale = self.alpha / (self.rank if scaling == "standard" else math.sqrt(self.rank))
+        self.scale = lora_scale(self.alpha, self.rank, self.scaling)
         self.enabled = True
         self.impl = "parametrize"  # or "lowrank": _lowrank_hook adds the update instead (set_lora_impl)
         # Draw A on the CPU in float32 so the same generator gives the same A on every device.
@@ -189,17 +190,9 @@ def trainable_parameter_names(model: nn.Module) -> list[str]:
     return [name for name, p in model.named_parameters() if p.requires_grad]
 
 
-ORIGINAL_SUFFIX = ".parametrizations.weight.original"  # where parametrize keeps the frozen weight
-
-
 def base_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """The frozen base weights under plain names (`linear1.weight`, ...), sharing storage like state_dict."""
-    plain = {}
-    for key, tensor in model.state_dict().items():
-        if "lora_" in key:
-            continue
-        plain[key.replace(ORIGINAL_SUFFIX, ".weight")] = tensor
-    return plain
+    return {name: tensor for key, tensor in model.state_dict().items() if (name := plain_name(key)) is not None}
 
 
 @torch.no_grad()
