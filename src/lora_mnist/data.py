@@ -21,10 +21,16 @@ def normalize(images: np.ndarray) -> torch.Tensor:
     return x.sub(MEAN).div(STD)
 
 
-def load_split(root: str | Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images float32 (n, 784) normalised, labels int64 (n,) of the `train` or `test` split."""
+def load_split(
+    root: str | Path, split: str, rows: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images float32 (n, 784) normalised, labels int64 (n,) of the `train` or `test` split; only `rows`
+    (in that order) if given, so that only those are normalised."""
     images, labels = read_mnist_split(raw_dir(root), split)
-    return normalize(images), torch.from_numpy(labels.astype(np.int64))
+    labels = torch.from_numpy(labels.astype(np.int64))
+    if rows is None:
+        return normalize(images), labels
+    return normalize(images[rows.numpy()]), labels[rows]
 
 
 def epoch_permutation(n: int, generator: torch.Generator) -> torch.Tensor:

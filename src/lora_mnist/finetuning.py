@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lora_mnist.config import FinetuneParams
+from lora_mnist.config import FinetuneParams, replay_count
 from lora_mnist.data import load_split, replay_batches
 from lora_mnist.errors import ArtifactError
 from lora_mnist.integrity import read_safetensors
@@ -27,16 +27,17 @@ class FinetuneSet:
     digit: int
 
 
-def load_finetune_set(data_root: str | Path, indices_path: str | Path, batch_size: int) -> FinetuneSet:
-    """Gather the target digit's images (and the replay pool) chosen by the filter stage."""
+def load_finetune_set(data_root: str | Path, indices_path: str | Path, cfg: FinetuneParams) -> FinetuneSet:
+    """Gather the target digit's images chosen by the filter stage, and the replay pool if cfg.replay uses it."""
     arrays, meta = read_safetensors(indices_path, framework="pt")
     if set(arrays) != {"indices", "others"} or "digit" not in meta:
         raise ArtifactError(f"{indices_path}: expected tensors indices, others and a digit (made by the filter stage)")
     target, others, digit = arrays["indices"], arrays["others"], int(meta["digit"])
-    check_enough(len(target), digit, batch_size)
-    images, labels = load_split(data_root, "train")
-    order = torch.cat([target, others])
-    return FinetuneSet(images[order], labels[order], len(target), digit)
+    check_enough(len(target), digit, cfg.batch_size)
+    replay = replay_count(cfg.replay, cfg.batch_size) > 0
+    rows = torch.cat([target, others]) if replay else target  # no replay: 1/10 of the images to normalise
+    images, labels = load_split(data_root, "train", rows=rows)
+    return FinetuneSet(images, labels, len(target), digit)
 
 
 def finetune(model: nn.Module, data: FinetuneSet, cfg: FinetuneParams, device: torch.device, desc: str) -> list[float]:
