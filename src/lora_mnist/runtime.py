@@ -3,10 +3,41 @@
 from __future__ import annotations
 
 import os
+import platform
+from pathlib import Path
 
 import torch
 
 from lora_mnist.errors import ConfigError
+
+# One CPU code path for every x86-64 machine with AVX2 (AVX-512 ones included) and every thread count.
+# Left alone, ATen's vectorised kernels use the widest instructions the CPU has and MKL picks its GEMM
+# kernels by CPU and thread count; each choice rounds differently, so the same params gave different
+# models on different machines. Both variables are read at the first CPU op, not at `import torch`.
+CPU_NUMERICS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2,STRICT"}
+
+
+def has_avx2() -> bool:
+    """An x86-64 Linux CPU with AVX2 and FMA (where pinning to that code path is safe: it never checks)."""
+    if platform.machine() not in ("x86_64", "AMD64"):
+        return False
+    try:
+        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
+    except OSError:
+        return False
+    return {"avx2", "fma"} <= set(flags.split())
+
+
+def pin_cpu_numerics() -> bool:
+    """Pin ATen and MKL to the AVX2 code path (unless the user set them); False where the CPU lacks AVX2."""
+    if not has_avx2():
+        return False
+    for key, value in CPU_NUMERICS.items():
+        os.environ.setdefault(key, value)
+    if os.environ["ATEN_CPU_CAPABILITY"] == CPU_NUMERICS["ATEN_CPU_CAPABILITY"] \
+            and torch.backends.cpu.get_cpu_capability() != "AVX2":
+        raise RuntimeError("pin_cpu_numerics() ran after a torch CPU op had fixed the kernels: call it first")
+    return True
 
 
 def resolve_device(name: str) -> torch.device:
@@ -22,7 +53,9 @@ def resolve_device(name: str) -> torch.device:
 
 
 def configure_torch(device: torch.device) -> None:
-    """No denormals; on accelerators, deterministic kernels as far as they allow (CPU ones already are)."""
+    """Call before any torch op: one CPU code path, no denormals; on accelerators, deterministic kernels as far
+    as they allow (the CPU ones we use already are)."""
+    pin_cpu_numerics()
     # Adam's second moments drift into float32 denormals during pretraining; x86 handles those in
     # microcode, which made steps 4x slower. Flushing them to zero is deterministic and harmless here.
     torch.set_flush_denormal(True)
