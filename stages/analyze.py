@@ -3,10 +3,12 @@
 from pathlib import Path
 
 from lora_mnist.cli import parse_paths, run_stage
+from lora_mnist.cpu import pin_blas
 
 
 def main() -> None:
     args = parse_paths(__doc__, "pretrained", "full", "adapter", "metrics_out", "plots_out")
+    pin_blas()  # before numpy loads OpenBLAS: the SVDs and norms then round the same on every machine
 
     # numpy only: the updates are differences and products of stored tensors, no model has to run.
     from lora_mnist.analysis import layer_updates, update_stats
@@ -21,7 +23,8 @@ def main() -> None:
     settings = adapter_settings(read_adapter_config(adapter_dir), adapter_dir / ADAPTER_CONFIG)
     adapter, _ = read_safetensors(adapter_dir / ADAPTER_WEIGHTS)
     layers, spectra = {}, {}
-    for name, deltas in layer_updates(base, full, adapter, settings).items():
+    sources = (args.pretrained, args.full, str(adapter_dir / ADAPTER_WEIGHTS))
+    for name, deltas in layer_updates(base, full, adapter, settings, sources).items():
         w0 = base[f"{name}.weight"]
         results = {kind: update_stats(delta, w0) for kind, delta in deltas.items()}
         layers[name] = {kind: stats for kind, (stats, _) in results.items()}

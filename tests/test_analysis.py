@@ -57,6 +57,15 @@ def test_layer_updates_match_merge_and_the_weight_difference():
         assert np.allclose(updates[name]["lora"], getattr(merged, name).weight.detach().double().numpy() - w0, atol=1e-6)
     assert not updates["linear2"]["lora"].any()  # untargeted layer: no LoRA update
     assert update_stats(updates["linear1"]["lora"], _state(base)["linear1.weight"])[0]["rank_99"] <= 2
-    del adapter[peft_key("linear3", "A")]
-    with pytest.raises(ArtifactError, match="adapter: missing tensor 'base_model.model.linear3.lora_A.weight'"):
-        layer_updates(_state(base), _state(full), adapter, settings)
+    bad = {**adapter, peft_key("linear3", "A"): np.zeros((2, 7), np.float32)}
+    with pytest.raises(ArtifactError, match=r"ad: tensor 'base_model.model.linear3.lora_A.weight' has shape \(2, 7\), "
+                                            r"expected \(2, 8\)"):
+        layer_updates(_state(base), _state(full), bad, settings, ("b", "f", "ad"))
+    del bad[peft_key("linear3", "A")]
+    with pytest.raises(ArtifactError, match="ad: tensors .* do not match its config"):
+        layer_updates(_state(base), _state(full), bad, settings, ("b", "f", "ad"))
+    with pytest.raises(ArtifactError, match=r"ad: target_modules \['linear9'\] are not layers"):
+        layer_updates(_state(base), _state(full), adapter, {**settings, "targets": ["linear9"]}, ("b", "f", "ad"))
+    full_state = {**_state(full), "linear2.weight": np.zeros((3, 3), np.float32)}
+    with pytest.raises(ArtifactError, match=r"f: tensor 'linear2.weight' has shape \(3, 3\), expected \(8, 16\)"):
+        layer_updates(_state(base), full_state, adapter, settings, ("b", "f", "ad"))

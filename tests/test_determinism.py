@@ -7,9 +7,9 @@ import sys
 import pytest
 import torch
 
-from lora_mnist import runtime
+from lora_mnist import cpu, runtime
 
-needs_avx2 = pytest.mark.skipif(not runtime.has_avx2(), reason="pinning applies to x86-64 CPUs with AVX2")
+needs_avx2 = pytest.mark.skipif(not cpu.has_avx2(), reason="pinning applies to x86-64 CPUs with AVX2")
 
 TRAIN = """
 import hashlib, sys, torch
@@ -45,8 +45,9 @@ def test_training_is_bit_identical_for_any_thread_count():
 
 @needs_avx2
 def test_pinning_after_a_cpu_op_is_an_error_not_a_silent_no_op(monkeypatch):
-    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
-    monkeypatch.delenv("MKL_CBWR", raising=False)
+    for key in runtime.CPU_NUMERICS:  # setenv first: teardown then restores the variable's absence too
+        monkeypatch.setenv(key, "")
+        monkeypatch.delenv(key)
     # What an AVX-512 machine reports if an op ran before the pin: the kernels are already chosen.
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
     with pytest.raises(RuntimeError, match="after a torch CPU op"):
@@ -54,7 +55,8 @@ def test_pinning_after_a_cpu_op_is_an_error_not_a_silent_no_op(monkeypatch):
 
 
 def test_no_pinning_without_avx2(monkeypatch):
-    monkeypatch.setattr(runtime.platform, "machine", lambda: "arm64")
-    monkeypatch.delenv("MKL_CBWR", raising=False)
+    monkeypatch.setattr(cpu.platform, "machine", lambda: "arm64")
+    monkeypatch.setenv("MKL_CBWR", "")
+    monkeypatch.delenv("MKL_CBWR")
     assert runtime.pin_cpu_numerics() is False
     assert "MKL_CBWR" not in os.environ

@@ -41,24 +41,38 @@ def update_stats(delta: np.ndarray, base: np.ndarray) -> tuple[dict[str, float |
     return stats, s[:TOP_K].tolist()
 
 
-def _get(tensors: dict[str, np.ndarray], key: str, source: str) -> np.ndarray:
+def _get(tensors: dict[str, np.ndarray], key: str, source: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """A tensor as float64, or an ArtifactError naming the file and the tensor (missing or misshapen)."""
     if key not in tensors:
         raise ArtifactError(f"{source}: missing tensor {key!r}")
+    if shape is not None and tuple(tensors[key].shape) != shape:
+        raise ArtifactError(f"{source}: tensor {key!r} has shape {tuple(tensors[key].shape)}, expected {shape}")
     return tensors[key].astype(np.float64)
 
 
 def layer_updates(
-    base: dict[str, np.ndarray], full: dict[str, np.ndarray], adapter: dict[str, np.ndarray], settings: dict[str, Any]
+    base: dict[str, np.ndarray], full: dict[str, np.ndarray], adapter: dict[str, np.ndarray], settings: dict[str, Any],
+    sources: tuple[str, str, str] = ("pretrained model", "fully fine-tuned model", "adapter"),
 ) -> dict[str, dict[str, np.ndarray]]:
     """dW (out, in) per Linear layer in float64: full fine-tuning W_full - W_0, and LoRA scale * B @ A (0 if
-    untargeted). `base`/`full` are plain state dicts, `adapter` PEFT tensors, `settings` its parsed config."""
-    scale = lora_scale(settings["alpha"], settings["rank"], settings["scaling"])
+    untargeted). `base`/`full` are plain state dicts, `adapter` PEFT tensors, `settings` its parsed config;
+    `sources` name the three files in errors."""
+    base_src, full_src, adapter_src = sources
+    unknown = sorted(set(settings["targets"]) - set(LINEAR_NAMES))
+    if unknown:
+        raise ArtifactError(f"{adapter_src}: target_modules {unknown} are not layers of RichBoyNet {list(LINEAR_NAMES)}")
+    expected = {peft_key(n, part) for n in settings["targets"] for part in ("A", "B")}
+    if set(adapter) != expected:
+        raise ArtifactError(f"{adapter_src}: tensors {sorted(adapter)} do not match its config (expected {sorted(expected)})")
+    r, scale = settings["rank"], lora_scale(settings["alpha"], settings["rank"], settings["scaling"])
     updates = {}
     for name in LINEAR_NAMES:
-        w0 = _get(base, f"{name}.weight", "pretrained model")
+        w0 = _get(base, f"{name}.weight", base_src)
+        n_out, n_in = w0.shape
         if name in settings["targets"]:  # (out, r) @ (r, in)
-            lora = _get(adapter, peft_key(name, "B"), "adapter") @ _get(adapter, peft_key(name, "A"), "adapter") * scale
+            b = _get(adapter, peft_key(name, "B"), adapter_src, (n_out, r))
+            lora = b @ _get(adapter, peft_key(name, "A"), adapter_src, (r, n_in)) * scale
         else:
             lora = np.zeros_like(w0)
-        updates[name] = {"full": _get(full, f"{name}.weight", "fully fine-tuned model") - w0, "lora": lora}
+        updates[name] = {"full": _get(full, f"{name}.weight", full_src, w0.shape) - w0, "lora": lora}
     return updates

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import os
-import platform
-from pathlib import Path
 
 import torch
 
+from lora_mnist.cpu import has_avx2
 from lora_mnist.errors import ConfigError
 
 # One CPU code path for every x86-64 machine with AVX2 (AVX-512 ones included) and every thread count.
@@ -15,17 +14,6 @@ from lora_mnist.errors import ConfigError
 # kernels by CPU and thread count; each choice rounds differently, so the same params gave different
 # models on different machines. Both variables are read at the first CPU op, not at `import torch`.
 CPU_NUMERICS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2,STRICT"}
-
-
-def has_avx2() -> bool:
-    """An x86-64 Linux CPU with AVX2 and FMA (where pinning to that code path is safe: it never checks)."""
-    if platform.machine() not in ("x86_64", "AMD64"):
-        return False
-    try:
-        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
-    except OSError:
-        return False
-    return {"avx2", "fma"} <= set(flags.split())
 
 
 def pin_cpu_numerics() -> bool:
