@@ -6,7 +6,7 @@ from lora_mnist.cli import parse_paths, run_stage
 
 def main() -> None:
     args = parse_paths(
-        __doc__, "data", "pretrained", "adapter", "selection",
+        __doc__, "data", "pretrained", "adapter", "finetuned", "selection",
         "metrics_out", "plots_out", "confusion_out",
     )
 
@@ -20,10 +20,11 @@ def main() -> None:
 
     from lora_mnist.adapter import load_adapter
     from lora_mnist.artifacts import atomic_dir, json_field, write_json
-    from lora_mnist.checkpoint import load_model
+    from lora_mnist.checkpoint import load_model, load_state
     from lora_mnist.data import load_split
     from lora_mnist.errors import ArtifactError
     from lora_mnist.evaluate import accuracy, digit_totals, logits, predict, wrong_counts
+    from lora_mnist.integrity import read_safetensors
     from lora_mnist.lora import lora_disabled
     from lora_mnist.report import count_parameters
     from lora_mnist.plots import write_confusions, write_wrong_bars
@@ -35,13 +36,16 @@ def main() -> None:
     digit = int(json_field(args.selection, "target", "digit"))
     images, labels = load_split(args.data, "test")
     base, lora_model = load_model(args.pretrained), load_model(args.pretrained)
-    load_adapter(lora_model, args.adapter)
+    load_adapter(lora_model, args.adapter)  # the LoRA layout, as the adapter's config says
+    # ...then the fine-tuned model's own tensors, frozen originals included: switching LoRA off must give
+    # back exactly the pretrained model (the seed's third test), whatever fine-tuning did.
+    load_state(lora_model, read_safetensors(args.finetuned, framework="pt")[0], args.finetuned)
     images = images.to(device)
     base_logits = logits(base.to(device), images)  # (n, 10)
     with lora_disabled(lora_model):
         off_logits = logits(lora_model.to(device), images)
     if not torch.equal(off_logits, base_logits):  # the adapter must only ever add to the frozen weights
-        raise ArtifactError(f"{args.adapter}: with LoRA switched off, the logits differ from the pretrained model's "
+        raise ArtifactError(f"{args.finetuned}: with LoRA switched off, the logits differ from the pretrained model's "
                             f"(max abs diff {(off_logits - base_logits).abs().max():.6g})")
     preds = {"base": base_logits.argmax(dim=1), "lora": predict(lora_model, images)}
     wrong = {name: wrong_counts(labels, p) for name, p in preds.items()}

@@ -18,21 +18,24 @@ def main() -> None:
     from lora_mnist.evaluate import accuracy, digit_totals, predict, wrong_counts
     from lora_mnist.finetuning import finetune, load_finetune_set
     from lora_mnist.plots import write_losses
-    from lora_mnist.report import compare
+    from lora_mnist.errors import ArtifactError
+    from lora_mnist.report import compare, read_per_digit
     from lora_mnist.runtime import configure_torch, resolve_device
 
     device = resolve_device(params.device)
     configure_torch(device)
     cfg = params.finetune
+    # The base model's test results were computed once, by pretrain (read first: a bad file fails fast).
+    base_wrong = read_per_digit(args.pretrain_metrics, "test", "wrong")
+    base_accuracy = json_field(args.pretrain_metrics, "test", "accuracy")
+    if isinstance(base_accuracy, bool) or not isinstance(base_accuracy, (int, float)):
+        raise ArtifactError(f"{args.pretrain_metrics}: test.accuracy = {base_accuracy!r} is not a number")
     data = load_finetune_set(args.data, args.indices, cfg)
     model = load_model(args.model)  # every parameter stays trainable
     losses = finetune(model.to(device), data, cfg, device, desc="finetune_full")
     save_model(model, args.model_out)
     write_losses(args.plots_out, losses)
 
-    # The base model's test results were computed once, by pretrain.
-    base_wrong = [int(json_field(args.pretrain_metrics, "test", "wrong", str(d))) for d in range(10)]
-    base_accuracy = float(json_field(args.pretrain_metrics, "test", "accuracy"))
     images, labels = load_split(args.data, "test")
     preds = predict(model, images.to(device))
     wrong = {"base": base_wrong, "full": wrong_counts(labels, preds)}

@@ -7,16 +7,16 @@ from lora_mnist.cli import parse_paths, run_stage
 def main() -> None:
     args = parse_paths(__doc__, "pretrain_metrics", "metrics_out")
 
-    from lora_mnist.config import N_CLASSES, load_params
+    from lora_mnist.config import load_params
 
     params = load_params()
 
-    from lora_mnist.artifacts import json_field, write_json
-    from lora_mnist.report import per_digit
+    from lora_mnist.artifacts import write_json
+    from lora_mnist.report import per_digit, read_per_digit
     from lora_mnist.selection import choose_target
 
     # pretrain counted them on the test set; reading them here keeps this stage free of torch (~2 s).
-    wrong = [int(json_field(args.pretrain_metrics, "test", "wrong", str(d))) for d in range(N_CLASSES)]
+    wrong = read_per_digit(args.pretrain_metrics, "test", "wrong")
     digit = choose_target(wrong, params.target.digit)
     write_json(args.metrics_out, {
         "wrong": per_digit(wrong),

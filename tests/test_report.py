@@ -35,3 +35,19 @@ def test_compare_builds_the_metrics_layout():
 def test_forgetting_with_a_digit_absent_from_the_test_set():
     out = forgetting([0] + [5] * 9, {"base": [0] * 10, "lora": [0] * 10}, digit=0)
     assert out["target_accuracy"] == {"base": None, "lora": None}
+
+
+def test_read_per_digit_accepts_counts_only(tmp_path):
+    import json
+
+    import pytest
+
+    from lora_mnist.errors import ArtifactError
+    from lora_mnist.report import per_digit, read_per_digit
+
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps({"test": {"wrong": per_digit(list(range(10)))}}))
+    assert read_per_digit(path, "test", "wrong") == list(range(10))
+    path.write_text(json.dumps({"test": {"wrong": {**per_digit(list(range(10))), "3": 3.7}}}))
+    with pytest.raises(ArtifactError, match=r"m.json: test.wrong.3 = 3.7 is not a count"):
+        read_per_digit(path, "test", "wrong")

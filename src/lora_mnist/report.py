@@ -3,12 +3,27 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+from lora_mnist.artifacts import json_field
+from lora_mnist.config import N_CLASSES
+from lora_mnist.errors import ArtifactError
 
 
 def per_digit(counts: list[int]) -> dict[str, int]:
     """{"0": n0, ..., "9": n9}: stable metric keys."""
     return {str(d): int(n) for d, n in enumerate(counts)}
+
+
+def read_per_digit(path: str | Path, *keys: str) -> list[int]:
+    """The counts a metrics file holds under `keys` as per_digit() wrote them; anything else is an ArtifactError."""
+    node = json_field(path, *keys)
+    counts = [node.get(str(d)) if isinstance(node, dict) else None for d in range(N_CLASSES)]
+    for d, n in enumerate(counts):
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ArtifactError(f"{path}: {'.'.join(keys)}.{d} = {n!r} is not a count")
+    return counts
 
 
 def compare(totals: list[int], accuracy: dict[str, float], wrong: dict[str, list[int]], digit: int) -> dict:
