@@ -11,9 +11,10 @@ def main() -> None:
     from lora_mnist.artifacts import json_field, write_json
     from lora_mnist.errors import ArtifactError
     from lora_mnist.integrity import read_safetensors
-    from lora_mnist.names import ADAPTER_WEIGHTS
+    from lora_mnist.names import ADAPTER_CONFIG, ADAPTER_WEIGHTS, adapter_settings, read_adapter_config
     from lora_mnist.verify import (
-        Report, check_adapter, check_manifest, check_same, check_trainable, finetuned_base, recorded_trainable,
+        Report, adapter_factors, check_adapter_config, check_manifest, check_same, check_trainable, finetuned_base,
+        recorded_trainable,
     )
 
     report = Report()
@@ -27,15 +28,19 @@ def main() -> None:
     report.record("finetuned_base_equals_snapshot", check_same(report, args.finetuned, base, snapshot))
     recorded = recorded_trainable(meta, args.finetuned)
     report.record("trainable_is_lora", check_trainable(recorded, finetuned))
-    adapter_file = Path(args.adapter) / ADAPTER_WEIGHTS
-    adapter, _ = read_safetensors(adapter_file)
-    report.record("adapter_equals_finetuned", check_adapter(adapter, finetuned, adapter_file))
+    adapter_dir = Path(args.adapter)
+    adapter, _ = read_safetensors(adapter_dir / ADAPTER_WEIGHTS)
+    report.record("adapter_equals_finetuned", check_same(
+        report, adapter_dir / ADAPTER_WEIGHTS, adapter, adapter_factors(finetuned), "the fine-tuned model's"))
+    config = adapter_dir / ADAPTER_CONFIG
+    report.record("adapter_config_matches", check_adapter_config(
+        adapter_settings(read_adapter_config(adapter_dir), config), finetuned, config))
 
     write_json(args.metrics_out, report.as_metrics())
     if report.failures:
         raise ArtifactError("verify failed:\n  " + "\n  ".join(report.failures))
-    print(f"verify: passed, {report.tensors_checked} tensors equal to the snapshot bit for bit, "
-          f"adapter equal to the fine-tuned LoRA factors")
+    print(f"verify: passed, {report.tensors_checked} tensors equal bit for bit (originals to the snapshot, "
+          f"adapter to the fine-tuned LoRA factors); adapter config matches them")
 
 
 if __name__ == "__main__":

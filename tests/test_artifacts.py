@@ -9,7 +9,9 @@ import pytest
 from lora_mnist.artifacts import atomic_dir, atomic_path, read_json, write_json
 from lora_mnist.errors import ArtifactError
 from lora_mnist.integrity import digest, max_abs_diff
-from lora_mnist.verify import Report, check_adapter, check_manifest, check_same, check_trainable, finetuned_base
+from lora_mnist.verify import (
+    Report, adapter_factors, check_adapter_config, check_manifest, check_same, check_trainable, finetuned_base,
+)
 
 
 def test_atomic_path_replaces_on_success_and_leaves_nothing_on_error(tmp_path):
@@ -109,7 +111,14 @@ def test_check_adapter_maps_peft_keys_to_the_fine_tuned_factors():
     finetuned = {"linear1.parametrizations.weight.0.lora_A": a, "linear1.parametrizations.weight.0.lora_B": b,
                  "linear1.parametrizations.weight.original": np.ones((3, 4), np.float32), "linear1.bias": b[:, 0]}
     adapter = {"base_model.model.linear1.lora_A.weight": a.copy(), "base_model.model.linear1.lora_B.weight": b.copy()}
+
+    def check_adapter(adapter, finetuned, source):
+        return check_same(Report(), source, adapter, adapter_factors(finetuned), "the fine-tuned model's")
+
     assert check_adapter(adapter, finetuned, "ad") == []
+    assert check_adapter({**adapter, "base_model.model.linear1.lora_B.weight": b.astype(np.float64)}, finetuned,
+                         "ad") == ["ad: tensor base_model.model.linear1.lora_B.weight is (3, 1) float64, "
+                                   "the fine-tuned model's has (3, 1) float32"]
     adapter["base_model.model.linear1.lora_A.weight"] = a * 2
     assert check_adapter(adapter, finetuned, "ad") == [
         "ad: tensor base_model.model.linear1.lora_A.weight differs from the fine-tuned model's (max abs diff 1)"]
@@ -118,6 +127,11 @@ def test_check_adapter_maps_peft_keys_to_the_fine_tuned_factors():
     assert check_adapter(adapter, finetuned, "ad") == [
         "ad: tensor base_model.model.linear1.lora_A.weight is missing",
         "ad: unexpected tensor base_model.model.linear2.lora_A.weight"]
+    settings = {"targets": ["linear1"], "rank": 1}
+    assert check_adapter_config(settings, finetuned, "cfg") == []
+    assert check_adapter_config({"targets": ["linear1", "linear2"], "rank": 2}, finetuned, "cfg") == [
+        "cfg: target_modules ['linear1', 'linear2'], the fine-tuned model has LoRA on ['linear1']",
+        "cfg: r = 2, the fine-tuned model's factors have rank [1]"]
 
 
 def test_leftovers_of_a_killed_write_are_removed_by_the_next(tmp_path):

@@ -28,16 +28,19 @@ class Report:
         self.checks[check] = not failures
         self.failures += failures
 
-    def compare(self, label: str, name: str, actual: np.ndarray, expected: np.ndarray) -> list[str]:
-        """Exact comparison of one tensor; returns a failure line or nothing."""
+    def compare(
+        self, label: str, name: str, actual: np.ndarray, expected: np.ndarray, reference: str = "the snapshot"
+    ) -> list[str]:
+        """Exact comparison of one tensor (shape, dtype, bits) with `reference`; a failure line or nothing."""
         self.tensors_checked += 1
         diff = max_abs_diff(actual, expected)
         if diff != float("inf"):
             self.max_abs_diff = max(self.max_abs_diff, diff)
-        if actual.shape != expected.shape:
-            return [f"{label}: tensor {name} has shape {actual.shape}, snapshot has {expected.shape}"]
+        if actual.shape != expected.shape or actual.dtype != expected.dtype:
+            return [f"{label}: tensor {name} is {actual.shape} {actual.dtype}, {reference} has "
+                    f"{expected.shape} {expected.dtype}"]
         if not np.array_equal(actual, expected):
-            return [f"{label}: tensor {name} differs from the snapshot (max abs diff {diff:.6g})"]
+            return [f"{label}: tensor {name} differs from {reference} (max abs diff {diff:.6g})"]
         return []
 
     def as_metrics(self) -> dict:
@@ -58,13 +61,14 @@ def check_manifest(snapshot: dict[str, np.ndarray], manifest: dict[str, str], so
 
 
 def check_same(
-    report: Report, label: str, tensors: dict[str, np.ndarray], snapshot: dict[str, np.ndarray]
+    report: Report, label: str, tensors: dict[str, np.ndarray], snapshot: dict[str, np.ndarray],
+    reference: str = "the snapshot",
 ) -> list[str]:
-    """`tensors` (plain names) hold exactly the snapshot's tensors, bit for bit."""
+    """`tensors` hold exactly the tensors of `snapshot` (named as there), bit for bit."""
     failures = [f"{label}: tensor {k} is missing" for k in sorted(snapshot) if k not in tensors]
     failures += [f"{label}: unexpected tensor {k}" for k in sorted(tensors) if k not in snapshot]
     for name in sorted(set(tensors) & set(snapshot)):
-        failures += report.compare(label, name, tensors[name], snapshot[name])
+        failures += report.compare(label, name, tensors[name], snapshot[name], reference)
     return failures
 
 
@@ -93,14 +97,18 @@ def recorded_trainable(metadata: dict[str, str], source: str | Path) -> list[str
     return names
 
 
-def check_adapter(adapter: dict[str, np.ndarray], finetuned: dict[str, np.ndarray], source: str | Path) -> list[str]:
-    """The saved adapter holds exactly the fine-tuned model's LoRA factors, bit for bit."""
-    expected = {peft_key(*lora_factor(k)): v for k, v in finetuned.items() if LORA_MARK in k}
-    failures = [f"{source}: tensor {k} is missing" for k in sorted(expected) if k not in adapter]
-    failures += [f"{source}: unexpected tensor {k}" for k in sorted(adapter) if k not in expected]
-    for key in sorted(set(adapter) & set(expected)):
-        a, b = adapter[key], expected[key]
-        if a.shape != b.shape or not np.array_equal(a, b):
-            failures.append(f"{source}: tensor {key} differs from the fine-tuned model's "
-                            f"(max abs diff {max_abs_diff(a, b):.6g})")
+def adapter_factors(finetuned: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The fine-tuned model's LoRA factors under the adapter's (PEFT) names."""
+    return {peft_key(*lora_factor(k)): v for k, v in finetuned.items() if LORA_MARK in k}
+
+
+def check_adapter_config(settings: dict, finetuned: dict[str, np.ndarray], source: str | Path) -> list[str]:
+    """The adapter's config names the layers and the rank that the fine-tuned model's factors have."""
+    factors = {lora_factor(k): v for k, v in finetuned.items() if LORA_MARK in k}
+    modules = sorted({module for module, _ in factors})
+    ranks = sorted({v.shape[0] for (_, part), v in factors.items() if part == "A"})
+    failures = [] if sorted(settings["targets"]) == modules else [
+        f"{source}: target_modules {sorted(settings['targets'])}, the fine-tuned model has LoRA on {modules}"]
+    if ranks != [settings["rank"]]:
+        failures.append(f"{source}: r = {settings['rank']}, the fine-tuned model's factors have rank {ranks}")
     return failures
