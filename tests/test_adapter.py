@@ -7,7 +7,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from lora_mnist.adapter import read_adapter_config, load_adapter, save_adapter
+from lora_mnist.adapter import load_adapter, save_adapter
+from lora_mnist.names import read_adapter_config
 from lora_mnist.errors import ArtifactError
 from lora_mnist.lora import apply_lora, freeze_non_lora, lora_layers, lora_parameters
 from lora_mnist.model import LINEAR_NAMES, RichBoyNet

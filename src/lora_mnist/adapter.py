@@ -18,9 +18,8 @@ from lora_mnist.artifacts import atomic_dir, write_bytes, write_json
 from lora_mnist.checkpoint import safetensors_bytes
 from lora_mnist.errors import ArtifactError, ConfigError
 from lora_mnist.lora import apply_lora, lora_layers
-from lora_mnist.names import (  # noqa: F401 (read_adapter_config: re-exported)
-    ADAPTER_CONFIG as CONFIG_FILE, ADAPTER_WEIGHTS as WEIGHTS_FILE, PEFT_PREFIX, adapter_settings, peft_key,
-    read_adapter_config,
+from lora_mnist.names import (
+    ADAPTER_CONFIG, ADAPTER_WEIGHTS, PEFT_PREFIX, adapter_settings, peft_key, read_adapter_config,
 )
 
 
@@ -54,8 +53,8 @@ def save_adapter(model: nn.Module, out_dir: str | Path) -> None:
         tensors[peft_key(name, "B")] = lora.lora_B.detach().cpu().contiguous()
     metadata = {"format": "pt", "init": first.init, "scaling": first.scaling}
     with atomic_dir(out_dir) as tmp:
-        write_json(tmp / CONFIG_FILE, config)
-        write_bytes(tmp / WEIGHTS_FILE, safetensors_bytes(tensors, metadata))
+        write_json(tmp / ADAPTER_CONFIG, config)
+        write_bytes(tmp / ADAPTER_WEIGHTS, safetensors_bytes(tensors, metadata))
 
 
 def load_adapter(model: nn.Module, adapter_dir: str | Path) -> None:
@@ -64,7 +63,7 @@ def load_adapter(model: nn.Module, adapter_dir: str | Path) -> None:
     Everything is checked before the model is touched, so a bad adapter leaves `model` unchanged.
     """
     adapter_dir = Path(adapter_dir)
-    config_path, weights_path = adapter_dir / CONFIG_FILE, adapter_dir / WEIGHTS_FILE
+    config_path, weights_path = adapter_dir / ADAPTER_CONFIG, adapter_dir / ADAPTER_WEIGHTS
     settings = adapter_settings(read_adapter_config(adapter_dir), config_path)
     if not weights_path.is_file():
         raise ArtifactError(f"{weights_path}: file not found")

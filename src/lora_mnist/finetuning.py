@@ -19,7 +19,8 @@ from lora_mnist.train import train
 
 @dataclass(frozen=True)
 class FinetuneSet:
-    """Training images of the target digit first (n_target), then those of the other digits."""
+    """Training images of the target digit first (n_target), then, only when replay draws from them, those of
+    the other digits (n_other; 0 without replay)."""
 
     images: torch.Tensor  # (n_target + n_other, 784)
     labels: torch.Tensor  # (n_target + n_other,)

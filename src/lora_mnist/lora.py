@@ -19,7 +19,7 @@ from torch.nn.utils import parametrize
 from lora_mnist.config import IMPLS, INITS, SCALINGS, lora_scale
 from lora_mnist.errors import ConfigError
 from lora_mnist.model import RichBoyNet
-from lora_mnist.names import plain_name
+from lora_mnist.names import LORA_MARK, plain_name
 
 
 def _check_rank(rank: object) -> int:
@@ -176,13 +176,13 @@ def lora_disabled(model: nn.Module) -> Iterator[nn.Module]:
 
 def lora_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
     """Return the LoRA parameters by name (names contain `lora_`, the rule that drives freezing)."""
-    return {name: p for name, p in model.named_parameters() if "lora_" in name}
+    return {name: p for name, p in model.named_parameters() if LORA_MARK in name}
 
 
 def freeze_non_lora(model: nn.Module) -> None:
     """Make LoRA parameters trainable and everything else (frozen weights and biases) not."""
     for name, p in model.named_parameters():
-        p.requires_grad_("lora_" in name)
+        p.requires_grad_(LORA_MARK in name)
 
 
 def trainable_parameter_names(model: nn.Module) -> list[str]:

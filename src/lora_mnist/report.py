@@ -9,6 +9,7 @@ from typing import Any
 from lora_mnist.artifacts import json_field
 from lora_mnist.config import N_CLASSES
 from lora_mnist.errors import ArtifactError
+from lora_mnist.names import LORA_MARK
 
 
 def per_digit(counts: list[int]) -> dict[str, int]:
@@ -72,5 +73,5 @@ class ParamCount:
 
 def count_parameters(model: Any) -> ParamCount:
     """Count non-LoRA parameters (frozen weights + biases) and LoRA ones (`lora_` in the name, as in lora.py)."""
-    sizes = [("lora_" in name, p.numel()) for name, p in model.named_parameters()]
+    sizes = [(LORA_MARK in name, p.numel()) for name, p in model.named_parameters()]
     return ParamCount(original=sum(n for is_lora, n in sizes if not is_lora), lora=sum(n for is_lora, n in sizes if is_lora))
