@@ -13,16 +13,15 @@ import os
 import sys
 from pathlib import Path
 
-from lora_mnist.artifacts import read_json
 from lora_mnist.cli import run_stage
-from lora_mnist.config import load_params
-from lora_mnist.download import fetch_mnist
-from lora_mnist.errors import DataError
-from lora_mnist.idx import MNIST_FILES, raw_dir
 
 
 def expected_checksums(source: str) -> dict[str, tuple[int, str]]:
     """The official checksums, or the test override named by LORA_MNIST_EXPECTED_MD5 (local directories only)."""
+    from lora_mnist.artifacts import read_json
+    from lora_mnist.errors import DataError
+    from lora_mnist.idx import MNIST_FILES
+
     path = os.environ.get("LORA_MNIST_EXPECTED_MD5")
     if not path:
         return MNIST_FILES
@@ -41,6 +40,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", type=Path, help="e.g. data/raw (files land in data/raw/MNIST/raw/)")
     args = parser.parse_args()
+    # Imported here, inside run_stage: a Python without the dependencies then gets one line, not a traceback.
+    from lora_mnist.config import load_params
+    from lora_mnist.download import fetch_mnist
+    from lora_mnist.idx import raw_dir
+
     params = load_params("params.yaml")
     expected = expected_checksums(params.data.source)
     source = fetch_mnist(args.out_dir, params.data.source, expected)

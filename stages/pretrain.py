@@ -1,11 +1,10 @@
 """DVC stage `pretrain`: train RichBoyNet from scratch on the 60,000 MNIST training images, then test it."""
 
-
 from lora_mnist.cli import parse_paths, run_stage
 
 
 def main() -> None:
-    args = parse_paths(__doc__, "data", "model_out", "metrics_out", "plots_out")
+    args = parse_paths(__doc__, "data", "model_out", "metrics_out", "numerics_out", "loss_out")
 
     from lora_mnist.config import load_params
 
@@ -20,7 +19,7 @@ def main() -> None:
     from lora_mnist.model import RichBoyNet
     from lora_mnist.plots import write_losses
     from lora_mnist.report import per_digit
-    from lora_mnist.runtime import configure_torch, resolve_device
+    from lora_mnist.runtime import configure_torch, numerics, resolve_device
     from lora_mnist.train import train
 
     device = resolve_device(params.device)
@@ -39,13 +38,14 @@ def main() -> None:
     preds = predict(model, test_images.to(device))
     wrong, acc = wrong_counts(test_labels, preds), accuracy(test_labels, preds)
     save_model(model, args.model_out)
-    write_losses(args.plots_out, losses)
+    write_losses(args.loss_out, losses)
     last = losses[-100:]
     write_json(args.metrics_out, {
         "device": device.type, "steps": steps, "train_size": len(images),
         "loss": {"first": losses[0], "last": losses[-1], "mean_last_100": sum(last) / len(last)},
         "test": {"accuracy": acc, "wrong": per_digit(wrong)},
     })
+    write_json(args.numerics_out, numerics(device))
     print(f"pretrain: {steps} steps on {len(images)} images ({device.type}), mean loss of last 100 steps "
           f"{sum(last) / len(last):.4f}, test accuracy {acc:.4f} -> {args.model_out}")
 

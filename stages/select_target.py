@@ -11,15 +11,18 @@ def main() -> None:
 
     params = load_params()
 
-    from lora_mnist.artifacts import write_json
+    from lora_mnist.artifacts import json_field, write_json
     from lora_mnist.report import per_digit, read_per_digit
     from lora_mnist.selection import choose_target
 
     # pretrain counted them on the test set; reading them here keeps this stage free of torch (~2 s).
     wrong = read_per_digit(args.pretrain_metrics, "test", "wrong")
+    accuracy = json_field(args.pretrain_metrics, "test", "accuracy")
     digit = choose_target(wrong, params.target.digit)
+    # The base model's test results travel on from here, not from pretrain's file: its numerics record
+    # (thread count...) may change without the results changing, and must not re-run finetune_full.
     write_json(args.metrics_out, {
-        "wrong": per_digit(wrong),
+        "accuracy": accuracy, "wrong": per_digit(wrong),
         "target": {"digit": digit, "mode": "auto" if params.target.digit == "auto" else "fixed",
                    "wrong": wrong[digit]},
     })

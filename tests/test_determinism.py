@@ -1,5 +1,6 @@
 """One CPU code path: the same params give the same bits whatever the thread count (and AVX2+ CPU)."""
 
+import json
 import os
 import subprocess
 import sys
@@ -60,3 +61,36 @@ def test_no_pinning_without_avx2(monkeypatch):
     monkeypatch.delenv("MKL_CBWR")
     assert runtime.pin_cpu_numerics() is False
     assert "MKL_CBWR" not in os.environ
+
+
+RECORD = """
+import json, torch
+from lora_mnist.runtime import configure_torch, numerics
+configure_torch(torch.device("cpu"))
+torch.ones(8, 8) @ torch.ones(8, 8)
+print(json.dumps(numerics(torch.device("cpu"))))
+"""
+
+
+def _record(**env: str) -> dict:
+    clean = {k: v for k, v in os.environ.items() if k not in (*runtime.CPU_NUMERICS, "OMP_NUM_THREADS")}
+    out = subprocess.run([sys.executable, "-c", RECORD], env={**clean, **env}, check=True, capture_output=True, text=True)
+    return json.loads(out.stdout)
+
+
+@needs_avx2
+def test_the_numerics_record_says_how_the_process_computed():
+    record = _record()
+    assert record["aten_capability"] == "AVX2" and record["mkl_cbwr_requested"] == "AVX2,STRICT"
+    # MKL honours AVX2 on Intel CPUs only; elsewhere it reports the AUTO branch it falls back to.
+    assert record["mkl_cbwr"] == ("AVX2,STRICT" if record["cpu_vendor"] == "GenuineIntel" else "AUTO")
+    assert record["torch_threads"] == torch.get_num_threads() and record["torch"] == torch.__version__
+    assert record["cpu"] and record["device"] == "cpu"
+
+
+@needs_avx2
+def test_the_documented_cross_vendor_override_takes_effect():
+    """README: MKL_CBWR=COMPATIBLE OMP_NUM_THREADS=1 dvc repro: the user's setting wins over the pinned one."""
+    record = _record(MKL_CBWR="COMPATIBLE", OMP_NUM_THREADS="1")
+    assert record["mkl_cbwr"] == "COMPATIBLE" and record["mkl_cbwr_requested"] == "COMPATIBLE"
+    assert record["torch_threads"] == 1 and record["aten_capability"] == "AVX2"

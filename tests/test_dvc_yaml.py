@@ -80,16 +80,39 @@ def test_stage_lists_exactly_the_params_it_reads(stage):
     assert {key.split(".")[0] for key in listed} == params_sections_read(ROOT / f"stages/{stage}.py")
 
 
-def test_metrics_and_plots_are_declared_outputs():
-    outs = set()
-    for spec in DVC["stages"].values():
-        for out in spec.get("outs", []):
-            outs.add(next(iter(out)) if isinstance(out, dict) else out)
-    for metric in DVC["metrics"]:
-        assert metric in outs
-    for plot in DVC["plots"]:
-        files = [plot] if isinstance(plot, str) else [
-            f for spec in plot.values() for axis in ("x", "y") if isinstance(spec.get(axis), dict) for f in spec[axis]
-        ]
-        for f in files:
-            assert any(f == o or f.startswith(o + "/") for o in outs), f
+def _entries(spec: dict, kind: str) -> dict[str, dict]:
+    """A stage's `outs`/`metrics`/`plots` as {path: options}."""
+    return {next(iter(e)) if isinstance(e, dict) else e: (next(iter(e.values())) or {}) if isinstance(e, dict) else {}
+            for e in spec.get(kind, [])}
+
+
+@pytest.mark.parametrize("stage", sorted(DVC["stages"]))
+def test_every_stage_can_use_the_run_cache(stage):
+    """DVC skips the run cache for a stage with an uncached output that is neither a metric nor a plot."""
+    spec = DVC["stages"][stage]
+    assert all(opts.get("cache", True) for opts in _entries(spec, "outs").values())
+    assert not any(opts.get("persist") for kind in ("outs", "metrics", "plots") for opts in _entries(spec, kind).values())
+
+
+def test_the_experiment_table_holds_only_the_headline_metrics():
+    registered = {path for spec in DVC["stages"].values() for path in _entries(spec, "metrics")}
+    assert registered == {"metrics/summary/evaluate.json", "metrics/summary/finetune_full.json",
+                          "metrics/summary/verify.json", "metrics/numerics.json"}
+    assert "metrics" not in DVC  # no top-level list: each file has one home, its stage
+
+
+def test_a_lora_change_alters_one_dependency_only():
+    """`dvc exp show` adds a hash column for every dependency that differs between experiments: everything
+    the LoRA stages read from finetune comes through one directory, so a rank sweep adds one column."""
+    lora_outs = {path for path in _entries(DVC["stages"]["finetune"], "outs")}
+    downstream = {d for spec in DVC["stages"].values() for d in spec["deps"] if d in lora_outs}
+    assert downstream == {"models/lora"}
+
+
+def test_each_plot_is_declared_once_with_a_title_or_as_an_image():
+    plots = [(path, opts) for spec in DVC["stages"].values() for path, opts in _entries(spec, "plots").items()]
+    assert "plots" not in DVC  # a top-level definition would show the same file a second time
+    for path, opts in plots:
+        assert opts.get("cache") is False, path  # small, and committed so `dvc plots diff` works from git
+        assert path.endswith(".png") or opts.get("title"), path
+    assert len({p for p, _ in plots}) == len(plots)

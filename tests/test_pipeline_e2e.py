@@ -25,9 +25,11 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-PROJECT = ["dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", ".dvc/config", ".dvc/.gitignore", "stages", "src"]
+PROJECT = ["dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", ".dvc/config", ".dvc/.gitignore", ".dvc/plots", "stages",
+           "src"]
 STAGES = {"download", "pretrain", "snapshot", "select_target", "filter", "finetune", "verify", "evaluate",
-          "finetune_full", "analyze"}
+          "finetune_full", "analyze_full", "analyze", "numerics"}
+LORA_STAGES = {"finetune", "verify", "evaluate", "analyze"}  # what a change of lora.* re-runs
 
 
 class Repo:
@@ -46,8 +48,18 @@ class Repo:
         return self.run(str(BIN / "dvc"), *args, check=check)
 
     def ran(self, proc: subprocess.CompletedProcess) -> set[str]:
-        """Names of the stages a `dvc repro` / `dvc exp run` actually ran."""
-        return set(re.findall(r"Running stage '([^']+)'", proc.stdout))
+        """Names of the stages whose command a `dvc repro` / `dvc exp run` actually executed."""
+        return set(re.findall(r"Running stage '([^']+)'", proc.stdout)) - self.restored(proc)
+
+    def restored(self, proc: subprocess.CompletedProcess) -> set[str]:
+        """Names of the stages DVC restored from its run cache instead of running them."""
+        return set(re.findall(r"Stage '([^']+)' is cached - skipping run", proc.stdout))
+
+    def snapshot(self, *rels: str) -> dict[str, bytes]:
+        """The bytes of each file under `rels` (files or directories), by relative path."""
+        files = [f for rel in rels for f in ([self.path / rel] if (self.path / rel).is_file()
+                                             else sorted((self.path / rel).rglob("*"))) if f.is_file()]
+        return {str(f.relative_to(self.path)): f.read_bytes() for f in files}
 
     def json(self, rel: str) -> dict:
         return json.loads((self.path / rel).read_text())
@@ -112,20 +124,51 @@ def test_full_repro_runs_every_stage_and_writes_the_outputs(repo: Repo) -> None:
     full = repo.json("metrics/finetune_full.json")
     assert full["trainable_params"] == 784 * 32 + 32 + 32 * 16 + 16 + 16 * 10 + 10
     assert full["accuracy"]["base"] == ev["accuracy"]["base"] and 0 <= full["accuracy"]["full"] <= 1
+    headline = {**repo.json("metrics/summary/evaluate.json"), **repo.json("metrics/summary/finetune_full.json"),
+                **repo.json("metrics/summary/verify.json")}  # no key in two files: no path prefix in the table
+    assert len(headline) == sum(len(repo.json(f"metrics/summary/{s}.json")) for s in ("evaluate", "finetune_full", "verify"))
+    assert headline["acc_lora"] == ev["accuracy"]["lora"] and headline["target"] == ev["target"]["digit"]
+    assert headline["wrong_lora"] == ev["target"]["wrong_lora"] and headline["lora_params"] == 890
+    assert headline["verified"] is True and headline["acc_full"] == full["accuracy"]["full"]
+    numerics = repo.json("metrics/numerics.json")
+    assert numerics["torch"] == torch_version() and numerics["device"] == "cpu"
+    assert {"cpu", "cpu_vendor", "aten_capability", "mkl_cbwr", "torch_threads", "openblas_threads"} <= set(numerics)
+    for stage in ("pretrain", "finetune", "evaluate", "finetune_full", "analyze_full", "analyze"):
+        assert repo.json(f"metrics/numerics/{stage}.json")["device"] == "cpu", stage
+    runs = repo.path / ".dvc/cache/runs"
+    assert len([d for d in runs.glob("*/*") if d.is_dir()]) == len(STAGES)  # each stage is in the run cache
     analyze = repo.json("metrics/analyze.json")
     assert analyze["size"]["lora"]["trainable_params"] == 890
     assert analyze["size"]["full"]["bytes"] == (repo.path / "models/full.safetensors").stat().st_size
     for layer in ("linear1", "linear2", "linear3"):
         assert analyze["layers"][layer]["lora"]["rank_99"] == 1  # a rank-1 update is rank 1
         assert analyze["layers"][layer]["full"]["rank_99"] >= 1
-    for rel in ("models/adapter/adapter_config.json", "models/adapter/adapter_model.safetensors",
-                "plots/pretrain/plots/metrics/loss.tsv", "plots/finetune/plots/metrics/loss.tsv",
-                "plots/confusion/confusion_base.json", "plots/confusion/confusion_lora.json",
-                "plots/evaluate/wrong_per_digit.png", "plots/analyze/spectrum.png", "models/merged.safetensors"):
+    for rel in ("models/lora/adapter_config.json", "models/lora/adapter_model.safetensors",
+                "plots/evaluate/wrong_per_digit.png", "plots/analyze/spectrum.png", "models/lora/merged.safetensors"):
         assert (repo.path / rel).is_file(), rel
-    assert len((repo.path / "plots/pretrain/plots/metrics/loss.tsv").read_text().splitlines()) == 1 + 40
+    assert len((repo.path / "plots/pretrain/loss.tsv").read_text().splitlines()) == 1 + 40
     assert not list(repo.path.rglob(".tmp-*")), "an atomic write left a temp file behind"
     repo.commit("results")
+
+
+def torch_version() -> str:
+    import torch
+
+    return torch.__version__
+
+
+def test_plots_show_each_plot_once_with_its_file(repo: Repo) -> None:
+    shown = json.loads(repo.dvc("plots", "show", "--json").stdout)["data"]
+    declared = {path: opts for spec in yaml.safe_load((repo.path / "dvc.yaml").read_text())["stages"].values()
+                for entry in spec.get("plots", []) for path, opts in entry.items()}
+    assert sorted(shown) == sorted(declared)  # one plot per declared file: no duplicate ids
+    for plot_id, renders in shown.items():
+        assert (repo.path / plot_id).is_file()
+        for render in renders:
+            if render["type"] == "vega":
+                assert render["content"]["title"]["text"] == declared[plot_id]["title"]
+    spectrum = shown["plots/analyze/spectrum_full_linear2.json"][0]["content"]
+    assert spectrum["encoding"]["y"]["scale"]["type"] == "log"
 
 
 def test_merged_export_needs_no_lora_code_and_predicts_like_the_lora_model(repo: Repo) -> None:
@@ -137,9 +180,9 @@ def test_merged_export_needs_no_lora_code_and_predicts_like_the_lora_model(repo:
     from lora_mnist.model import RichBoyNet
 
     merged = RichBoyNet(32, 16)
-    merged.load_state_dict(load_torch(repo.path / "models/merged.safetensors"))  # plain state_dict, strict
+    merged.load_state_dict(load_torch(repo.path / "models/lora/merged.safetensors"))  # plain state_dict, strict
     lora = load_model(repo.path / "models/pretrained.safetensors")
-    load_adapter(lora, repo.path / "models/adapter")
+    load_adapter(lora, repo.path / "models/lora")
     x = torch.randn(64, 784, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert torch.equal(merged(x), lora(x))  # the very same weight expression, so bit-identical
@@ -161,13 +204,14 @@ def test_push_then_pull_into_a_fresh_clone_needs_no_recompute(repo: Repo) -> Non
     clone.dvc("pull")
     assert json.loads(clone.dvc("status", "--json").stdout) == {}  # up to date: nothing to recompute
     assert repo.ran(clone.dvc("repro")) == set()
-    for rel in ("models/pretrained.safetensors", "models/adapter/adapter_model.safetensors",
+    for rel in ("models/pretrained.safetensors", "models/lora/adapter_model.safetensors",
                 "data/raw/MNIST/raw/t10k-labels-idx1-ubyte"):
         assert (clone.path / rel).read_bytes() == (repo.path / rel).read_bytes()
 
 
 def test_forced_rerun_is_bit_identical(repo: Repo) -> None:
-    repo.dvc("repro", "--force", "--single-item", "pretrain", "finetune", "evaluate", "finetune_full", "analyze")
+    repo.dvc("repro", "--force", "--single-item", "pretrain", "finetune", "evaluate", "finetune_full", "analyze_full",
+             "analyze", "numerics")
     assert json.loads(repo.dvc("status", "--json").stdout) == {}
     assert repo.run("git", "status", "--porcelain").stdout == ""  # dvc.lock, metrics and plots unchanged
 
@@ -189,49 +233,52 @@ def test_killed_stage_leaves_nothing_half_written_and_rerun_is_bit_identical(rep
     assert not model.exists()  # dvc removed the old output; the killed run wrote none
     assert not (repo.path / "metrics/pretrain.json").exists()
     repo.run("git", "checkout", "--", "params.yaml")
-    rerun = repo.dvc("repro", "--no-run-cache")
-    assert repo.ran(rerun) == {"pretrain"}  # same bytes as before, so nothing downstream changed
+    # --force: DVC would otherwise check the lost outputs out of its cache (dvc.lock still names them).
+    rerun = repo.dvc("repro", "--force", "--single-item", "pretrain")
+    assert repo.ran(rerun) == {"pretrain"}
     assert json.loads(repo.dvc("status", "--json").stdout) == {}
     assert repo.run("git", "status", "--porcelain").stdout == ""
     assert not list(repo.path.rglob(".tmp-*"))
 
 
-def test_rank_change_reruns_exactly_finetune_verify_evaluate(repo: Repo) -> None:
-    proc = repo.dvc("exp", "run", "-S", "lora.rank=2")
-    assert repo.ran(proc) == {"finetune", "verify", "evaluate", "analyze"}  # analyze reads the adapter
-    assert repo.json("metrics/evaluate.json")["param_count"]["lora"] == 2 * 890
-    diff = json.loads(repo.dvc("metrics", "diff", "--all", "--json").stdout)
-    evaluate = diff["metrics/evaluate.json"]
-    assert {"accuracy.base", "accuracy.lora", "param_count.lora"} <= set(evaluate)
-    assert evaluate["param_count.lora"]["old"] == 890 and evaluate["param_count.lora"]["new"] == 1780
-    shown = repo.dvc("exp", "show", "--csv").stdout
-    assert "lora.rank" in shown and "accuracy.lora" in shown
+PRETRAIN_OUTS = ("models/pretrained.safetensors", "metrics/pretrain.json", "metrics/numerics/pretrain.json",
+                 "plots/pretrain/loss.tsv")
 
 
-def test_each_param_invalidates_exactly_the_stages_that_read_it(repo: Repo) -> None:
-    """`dvc repro --dry` plans without running: it lists the stages a param change invalidates directly
-    (what runs after them depends on whether their outputs change, as the rank test shows)."""
-    repo.run("git", "checkout", "--", ".")
-    repo.dvc("checkout", "--quiet")
-    current = yaml.safe_load((repo.path / "params.yaml").read_text())
-    cases = [
-        ("target", "digit", (repo.json("metrics/select_target.json")["target"]["digit"] + 1) % 10, {"select_target"}),
-        ("finetune", "replay", 0.2, {"finetune", "finetune_full"}),
-        ("lora", "alpha", 2, {"finetune"}),
-        ("model", "hidden_size_2", 12, {"pretrain"}),
-        ("pretrain", "lr", 0.002, {"pretrain"}),
-    ]
-    for section, key, value, expected in cases:
-        params = yaml.safe_load((repo.path / "params.yaml").read_text())
-        params[section][key] = value
-        (repo.path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-        assert repo.ran(repo.dvc("repro", "--dry")) == expected, (section, key)  # --dry: plan only
-        (repo.path / "params.yaml").write_text(yaml.safe_dump(current, sort_keys=False))
+def test_refused_param_then_fixed_restores_from_the_run_cache(repo: Repo) -> None:
+    before = repo.snapshot(*PRETRAIN_OUTS)
     params = yaml.safe_load((repo.path / "params.yaml").read_text())
-    params["device"] = "auto"  # resolves to this machine's device: only the compute stages care
+    params["pretrain"]["epochs"] = 0
     (repo.path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert repo.ran(repo.dvc("repro", "--dry")) == {"pretrain", "finetune", "evaluate", "finetune_full"}
+    proc = repo.dvc("repro", check=False)
+    assert proc.returncode != 0
+    assert "error: params: pretrain.epochs = 0 is invalid: expected an integer >= 1" in proc.stderr
+    assert not (repo.path / "models/pretrained.safetensors").exists()  # DVC removed the outputs before running
     repo.run("git", "checkout", "--", "params.yaml")
+    fixed = repo.dvc("repro")
+    assert repo.restored(fixed) == {"pretrain"} and repo.ran(fixed) == set()  # no stage command executed
+    assert repo.snapshot(*PRETRAIN_OUTS) == before
+    assert repo.run("git", "status", "--porcelain").stdout == ""
+
+
+LORA_OUTS = ("models/lora", "metrics/evaluate.json", "metrics/summary", "metrics/analyze.json", "plots/evaluate")
+
+
+def test_rank_change_reruns_the_lora_stages_and_a_round_trip_restores_them(repo: Repo) -> None:
+    before = repo.snapshot(*LORA_OUTS)
+    proc = repo.dvc("exp", "run", "-S", "lora.rank=2")
+    assert repo.ran(proc) == LORA_STAGES  # analyze_full, the full fine-tuning spectra, is not among them
+    assert repo.json("metrics/evaluate.json")["param_count"]["lora"] == 2 * 890
+    diff = json.loads(repo.dvc("metrics", "diff", "--json").stdout)["metrics/summary/evaluate.json"]
+    assert diff["lora_params"] == {"old": 890, "new": 1780, "diff": 890}
+    everything = json.loads(repo.dvc("metrics", "diff", "--all", "--json").stdout)["metrics/summary/evaluate.json"]
+    assert "acc_lora" in everything
+    table = repo.run("env", "COLUMNS=160", str(BIN / "dvc"), "exp", "show", "--only-changed", "--no-pager").stdout
+    assert "lora.rank" in table and "lora_params" in table and "models/lora" in table and "…" not in table, table
+
+    back = repo.dvc("exp", "run", "-S", "lora.rank=1")
+    assert repo.ran(back) == set() and repo.restored(back) == LORA_STAGES
+    assert repo.snapshot(*LORA_OUTS) == before
 
 
 def test_bad_param_is_one_clear_error(repo: Repo) -> None:
@@ -260,11 +307,11 @@ TAMPER = {
     "models/pretrained.safetensors": ("linear1.weight", [
         "models/pretrained.safetensors: tensor linear1.weight differs from the snapshot (max abs diff 0.5)",
     ]),
-    "models/finetuned.safetensors": ("linear3.parametrizations.weight.original", [
-        "models/finetuned.safetensors: tensor linear3.weight differs from the snapshot (max abs diff 0.5)",
+    "models/lora/finetuned.safetensors": ("linear3.parametrizations.weight.original", [
+        "models/lora/finetuned.safetensors: tensor linear3.weight differs from the snapshot (max abs diff 0.5)",
     ]),
-    "models/adapter/adapter_model.safetensors": ("base_model.model.linear1.lora_A.weight", [
-        "models/adapter/adapter_model.safetensors: tensor base_model.model.linear1.lora_A.weight differs from the "
+    "models/lora/adapter_model.safetensors": ("base_model.model.linear1.lora_A.weight", [
+        "models/lora/adapter_model.safetensors: tensor base_model.model.linear1.lora_A.weight differs from the "
         "fine-tuned model's (max abs diff 0.5)",
     ]),
 }

@@ -69,3 +69,16 @@ def test_no_code_path_unpickles_artifacts():
         assert not re.search(r"pickle\.loads?\(|np\.load\(|allow_pickle=True", text), path
         if "import pickle" in text:
             assert path.name == "download.py" and "_ArrayUnpickler(" in text, path
+
+
+@pytest.mark.parametrize("stage", sorted(set(DVC["stages"]) - {"numerics"}))  # numerics: standard library only
+def test_a_python_without_the_dependencies_gets_one_line_naming_the_fix(stage, tmp_path):
+    """What `dvc` run outside the venv does: `python -S` leaves site-packages (yaml, numpy, torch) off the path."""
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    n_args = len(DVC["stages"][stage]["cmd"].split()) - 3
+    proc = subprocess.run([sys.executable, "-S", str(ROOT / "stages" / f"{stage}.py"),
+                           *(str(tmp_path / f"out{i}") for i in range(n_args))],
+                          cwd=tmp_path, env={"PYTHONPATH": str(ROOT / "src")}, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert re.fullmatch(r"error: \S+ has no module '\w+': run dvc from the project's environment "
+                        r"\(`source \.venv/bin/activate`, or `make repro` to create it\)\n", proc.stderr), proc.stderr

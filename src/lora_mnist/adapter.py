@@ -23,8 +23,9 @@ from lora_mnist.names import (
 )
 
 
-def save_adapter(model: nn.Module, out_dir: str | Path) -> None:
-    """Write the model's LoRA adapter to `out_dir` atomically, byte-identical for identical tensors."""
+def save_adapter(model: nn.Module, out_dir: str | Path, extra: dict[str, bytes] | None = None) -> None:
+    """Write the model's LoRA adapter to `out_dir` atomically, byte-identical for identical tensors; `extra`
+    files (name -> bytes) go into the same directory, in the same atomic step (PEFT ignores them)."""
     layers = lora_layers(model)
     if not layers:
         raise ArtifactError(f"cannot save adapter to {out_dir}: the model has no LoRA layers")
@@ -55,6 +56,8 @@ def save_adapter(model: nn.Module, out_dir: str | Path) -> None:
     with atomic_dir(out_dir) as tmp:
         write_json(tmp / ADAPTER_CONFIG, config)
         write_bytes(tmp / ADAPTER_WEIGHTS, safetensors_bytes(tensors, metadata))
+        for name, data in (extra or {}).items():
+            write_bytes(tmp / name, data)
 
 
 def load_adapter(model: nn.Module, adapter_dir: str | Path) -> None:

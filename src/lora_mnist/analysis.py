@@ -18,6 +18,13 @@ def singular_values(delta: np.ndarray) -> np.ndarray:
     return np.linalg.svd(np.asarray(delta, dtype=np.float64), compute_uv=False)
 
 
+def lowrank_singular_values(b: np.ndarray, a: np.ndarray, scale: float) -> np.ndarray:
+    """Singular values of scale * B @ A for B (out, r), A (r, in), from an r x r core: no (out, in) SVD."""
+    _, rb = np.linalg.qr(np.asarray(b, np.float64))  # B = Qb Rb, Qb orthonormal (out, r)
+    _, ra = np.linalg.qr(np.asarray(a, np.float64).T)  # A.T = Qa Ra, so B @ A = Qb (Rb Ra.T) Qa.T
+    return np.linalg.svd(scale * rb @ ra.T, compute_uv=False)
+
+
 def effective_rank(s: np.ndarray, energy: float) -> int:
     """Fewest singular values whose squares hold `energy` of the total (0 for a zero update)."""
     power = np.square(np.asarray(s, dtype=np.float64))
@@ -28,17 +35,16 @@ def effective_rank(s: np.ndarray, energy: float) -> int:
     return int((share < energy - 1e-12).sum()) + 1
 
 
-def update_stats(delta: np.ndarray, base: np.ndarray) -> tuple[dict[str, float | int], list[float]]:
-    """Effective ranks (90 % / 99 % energy), relative size ||dW|| / ||W|| and the top spectrum."""
-    s = singular_values(delta)
+def spectrum_stats(s: np.ndarray, base: np.ndarray) -> tuple[dict[str, float | int], list[float]]:
+    """Effective ranks (90 % / 99 % energy), relative size ||dW|| / ||W|| (||dW||_F from s) and the top spectrum."""
     power = float(np.square(s).sum())
     stats = {
         "rank_90": effective_rank(s, 0.90),
         "rank_99": effective_rank(s, 0.99),
         "top1_energy": float(s[0] ** 2 / power) if power > 0 else 0.0,
-        "rel_norm": float(np.linalg.norm(np.asarray(delta, np.float64)) / np.linalg.norm(np.asarray(base, np.float64))),
+        "rel_norm": float(np.sqrt(power) / np.linalg.norm(np.asarray(base, np.float64))),
     }
-    return stats, s[:TOP_K].tolist()
+    return stats, [float(v) for v in s[:TOP_K]]
 
 
 def _get(tensors: dict[str, np.ndarray], key: str, source: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
@@ -50,14 +56,26 @@ def _get(tensors: dict[str, np.ndarray], key: str, source: str, shape: tuple[int
     return tensors[key].astype(np.float64)
 
 
-def layer_updates(
-    base: dict[str, np.ndarray], full: dict[str, np.ndarray], adapter: dict[str, np.ndarray], settings: dict[str, Any],
-    sources: tuple[str, str, str] = ("pretrained model", "fully fine-tuned model", "adapter"),
-) -> dict[str, dict[str, np.ndarray]]:
-    """dW (out, in) per Linear layer in float64: full fine-tuning W_full - W_0, and LoRA scale * B @ A (0 if
-    untargeted). `base`/`full` are plain state dicts, `adapter` PEFT tensors, `settings` its parsed config;
-    `sources` name the three files in errors."""
-    base_src, full_src, adapter_src = sources
+def full_spectra(
+    base: dict[str, np.ndarray], full: dict[str, np.ndarray], sources: tuple[str, str] = ("pretrained", "full")
+) -> dict[str, tuple[dict, list[float]]]:
+    """Per layer, stats and top spectrum of full fine-tuning's update W_full - W_0 (plain state dicts)."""
+    out = {}
+    for name in LINEAR_NAMES:
+        w0 = _get(base, f"{name}.weight", sources[0])
+        out[name] = spectrum_stats(singular_values(_get(full, f"{name}.weight", sources[1], w0.shape) - w0), w0)
+    return out
+
+
+def lora_spectra(
+    base: dict[str, np.ndarray], adapter: dict[str, np.ndarray], settings: dict[str, Any],
+    sources: tuple[str, str] = ("pretrained", "adapter"),
+) -> dict[str, tuple[dict, list[float]]]:
+    """Per layer, stats and spectrum of the LoRA update scale * B @ A (zero for an untargeted layer).
+
+    `adapter` holds PEFT tensors and `settings` its parsed config; `sources` name the two files in errors.
+    """
+    base_src, adapter_src = sources
     unknown = sorted(set(settings["targets"]) - set(LINEAR_NAMES))
     if unknown:
         raise ArtifactError(f"{adapter_src}: target_modules {unknown} are not layers of RichBoyNet {list(LINEAR_NAMES)}")
@@ -65,14 +83,14 @@ def layer_updates(
     if set(adapter) != expected:
         raise ArtifactError(f"{adapter_src}: tensors {sorted(adapter)} do not match its config (expected {sorted(expected)})")
     r, scale = settings["rank"], lora_scale(settings["alpha"], settings["rank"], settings["scaling"])
-    updates = {}
+    out = {}
     for name in LINEAR_NAMES:
         w0 = _get(base, f"{name}.weight", base_src)
         n_out, n_in = w0.shape
-        if name in settings["targets"]:  # (out, r) @ (r, in)
+        if name in settings["targets"]:
             b = _get(adapter, peft_key(name, "B"), adapter_src, (n_out, r))
-            lora = b @ _get(adapter, peft_key(name, "A"), adapter_src, (r, n_in)) * scale
+            s = lowrank_singular_values(b, _get(adapter, peft_key(name, "A"), adapter_src, (r, n_in)), scale)
         else:
-            lora = np.zeros_like(w0)
-        updates[name] = {"full": _get(full, f"{name}.weight", full_src, w0.shape) - w0, "lora": lora}
-    return updates
+            s = np.zeros(1)
+        out[name] = spectrum_stats(s, w0)
+    return out

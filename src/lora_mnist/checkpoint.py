@@ -20,15 +20,15 @@ def safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]
     return canonical_safetensors(save(tensors, metadata=metadata))
 
 
-def save_tensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str]) -> None:
-    """Write tensors to a safetensors file atomically."""
-    write_bytes(path, safetensors_bytes(tensors, metadata))
+def model_bytes(model: RichBoyNet) -> bytes:
+    """A plain RichBoyNet state_dict as safetensors bytes, its hidden sizes in the metadata."""
+    config = {"hidden_size_1": model.linear1.out_features, "hidden_size_2": model.linear2.out_features}
+    return safetensors_bytes(model.state_dict(), {"model": "RichBoyNet", "config": json.dumps(config, sort_keys=True)})
 
 
 def save_model(model: RichBoyNet, path: str | Path) -> None:
-    """Save a plain RichBoyNet state_dict with its hidden sizes in the metadata."""
-    config = {"hidden_size_1": model.linear1.out_features, "hidden_size_2": model.linear2.out_features}
-    save_tensors(model.state_dict(), path, {"model": "RichBoyNet", "config": json.dumps(config, sort_keys=True)})
+    """Save a plain RichBoyNet (see model_bytes) atomically."""
+    write_bytes(path, model_bytes(model))
 
 
 def load_state(model: torch.nn.Module, tensors: dict[str, torch.Tensor], source: str | Path) -> None:

@@ -14,6 +14,9 @@ ORIGINAL_SUFFIX = ".parametrizations.weight.original"  # where parametrize keeps
 PEFT_PREFIX = "base_model.model."  # PEFT's prefix for the wrapped model's modules
 ADAPTER_CONFIG = "adapter_config.json"  # PEFT's file names inside an adapter directory
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
+# finetune's output directory holds the PEFT adapter and, beside it, what verify and people need:
+FINETUNED = "finetuned.safetensors"  # the whole fine-tuned model: frozen originals + LoRA factors
+MERGED = "merged.safetensors"  # W + scale * B @ A folded in: a plain RichBoyNet state_dict
 # PEFT settings that would change the forward pass; we only support their neutral value.
 NEUTRAL = {"bias": "none", "fan_in_fan_out": False, "use_dora": False, "lora_bias": False,
            "rank_pattern": {}, "alpha_pattern": {}, "layers_to_transform": None, "modules_to_save": None,

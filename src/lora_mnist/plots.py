@@ -1,48 +1,30 @@
-"""Plot data DVC renders (DVCLive step losses, confusion pairs, per-digit bars) and a PNG for people."""
+"""The files DVC renders as plots (TSV/JSON rows) and the PNGs people look at, each written atomically.
+
+Written directly, not through DVCLive: the stages log one series after training, and DVCLive's import
+(1.3-1.5 s with pandas) cost more than the pipeline's slowest DVC-only step.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
 
-from lora_mnist.artifacts import atomic_dir, atomic_path, write_json
-
-LOSS_NAME = "loss"  # DVCLive writes <dir>/plots/metrics/loss.tsv
+from lora_mnist.artifacts import atomic_path, write_bytes, write_json
 
 
-def write_losses(out_dir: str | Path, losses: Sequence[float]) -> None:
-    """Per-step training loss as a DVCLive plot, written as a whole directory atomically."""
-    from dvclive import Live  # imported here: only training stages pay for it
-
-    with atomic_dir(out_dir) as tmp:
-        # dvcyaml=False: plots are declared in dvc.yaml; save_dvc_exp=False: DVC runs us, not the reverse.
-        # Live writes into a hidden .tmp-* dir (git-ignored), so under `dvc exp run` it has nothing to git-add.
-        with Live(str(tmp), dvcyaml=False, save_dvc_exp=False, report=None) as live:
-            for step, loss in enumerate(losses):
-                live.step = step
-                live.log_metric(LOSS_NAME, loss)
+def write_losses(path: str | Path, losses: Sequence[float]) -> None:
+    """Per-step training loss as TSV (`step`, `loss`); repr() keeps every float32 bit of each value."""
+    lines = ["step\tloss", *(f"{step}\t{loss!r}" for step, loss in enumerate(losses))]
+    write_bytes(path, ("\n".join(lines) + "\n").encode())
 
 
-def write_confusions(out_dir: Path, labels: Sequence[int], predictions: dict[str, Sequence[int]]) -> None:
-    """One DVCLive confusion file per model (`confusion_<name>.json`) inside `out_dir` (already temp)."""
-    from dvclive import Live
-
-    with Live(str(out_dir / "dvclive"), dvcyaml=False, save_dvc_exp=False, report=None) as live:
-        for name, preds in predictions.items():
-            live.log_sklearn_plot("confusion_matrix", list(labels), list(preds), name=f"confusion_{name}.json")
-    # Flatten DVCLive's plots/sklearn/ layout so dvc.yaml names short, stable paths.
-    for path in (out_dir / "dvclive" / "plots" / "sklearn").glob("confusion_*.json"):
-        path.rename(out_dir / path.name)
-    for leftover in sorted((out_dir / "dvclive").rglob("*"), reverse=True):
-        leftover.rmdir() if leftover.is_dir() else leftover.unlink()
-    (out_dir / "dvclive").rmdir()
+def write_confusion(path: str | Path, labels: Sequence[int], predictions: Sequence[int]) -> None:
+    """One row per test image, `{"actual", "predicted"}`: what DVC's confusion template counts."""
+    write_json(path, [{"actual": int(a), "predicted": int(p)} for a, p in zip(labels, predictions, strict=True)])
 
 
-def write_wrong_bars(out_dir: Path, wrong: dict[str, list[int]], target: int) -> None:
-    """Per-digit wrong counts as JSON rows, one file per model (DVC bar chart), and as a matplotlib PNG."""
-    for name, counts in wrong.items():
-        write_json(out_dir / f"wrong_{name}.json", [{"digit": str(d), "wrong": n} for d, n in enumerate(counts)])
-
+def write_wrong_bars(path: str | Path, wrong: dict[str, list[int]], target: int) -> None:
+    """Per-digit wrong counts of several models side by side, as a PNG bar chart."""
     fig = _figure(figsize=(7, 3.5), dpi=100)
     ax = fig.subplots()
     width = 0.8 / len(wrong)
@@ -56,28 +38,16 @@ def write_wrong_bars(out_dir: Path, wrong: dict[str, list[int]], target: int) ->
     ax.set_title("Per-digit errors: base model vs LoRA fine-tuned")
     ax.legend()
     fig.tight_layout()
-    _save_png(fig, out_dir / "wrong_per_digit.png")
+    _save_png(fig, path)
 
 
-def _figure(**kwargs):
-    """A bare matplotlib Figure: no pyplot (global state, GUI backends, 0.3 s more import), imported on demand."""
-    from matplotlib.figure import Figure
-
-    return Figure(**kwargs)
+def spectrum_rows(values: Sequence[float]) -> list[dict[str, float]]:
+    """Singular values as DVC plot rows `{"k": 1.., "sigma": s_k}`."""
+    return [{"k": k, "sigma": float(s)} for k, s in enumerate(values, start=1)]
 
 
-def _save_png(fig, path: Path) -> None:
-    """Save a figure atomically with no version string in it, so the bytes depend only on the data."""
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", metadata={"Software": None})  # png: matplotlib renders it with Agg
-
-
-def write_spectra(out_dir: Path, spectra: dict[str, dict[str, list[float]]]) -> None:
-    """Singular values per layer: `spectrum_<layer>.json` rows for DVC and one log-scale PNG."""
-    for layer, series in spectra.items():
-        k = max(len(v) for v in series.values())
-        rows = [{"k": i + 1, **{name: (v[i] if i < len(v) else 0.0) for name, v in series.items()}} for i in range(k)]
-        write_json(out_dir / f"spectrum_{layer}.json", rows)
+def write_spectra_png(path: str | Path, spectra: dict[str, dict[str, list[float]]]) -> None:
+    """Singular values of each layer's update (one panel per layer, one line per method) on a log axis."""
     fig = _figure(figsize=(4 * len(spectra), 3.2), dpi=100)
     axes = fig.subplots(1, len(spectra), squeeze=False)
     for ax, (layer, series) in zip(axes[0], spectra.items()):
@@ -87,4 +57,17 @@ def write_spectra(out_dir: Path, spectra: dict[str, dict[str, list[float]]]) -> 
         ax.set_xlabel("k")
         ax.legend()
     fig.tight_layout()
-    _save_png(fig, out_dir / "spectrum.png")
+    _save_png(fig, path)
+
+
+def _figure(**kwargs):
+    """A bare matplotlib Figure: no pyplot (global state, GUI backends, 0.3 s more import), imported on demand."""
+    from matplotlib.figure import Figure
+
+    return Figure(**kwargs)
+
+
+def _save_png(fig, path: str | Path) -> None:
+    """Save a figure atomically with no version string in it, so the bytes depend only on the data."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", metadata={"Software": None})  # png: matplotlib renders it with Agg

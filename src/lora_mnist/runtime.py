@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import torch
 
-from lora_mnist.cpu import has_avx2
+from lora_mnist.cpu import cpu_identity, has_avx2
 from lora_mnist.errors import ConfigError
 
 # One CPU code path for every x86-64 machine with AVX2 (AVX-512 ones included) and every thread count.
@@ -58,3 +59,34 @@ def configure_torch(device: torch.device) -> None:
 def generator(seed: int) -> torch.Generator:
     """A CPU generator: every random draw (init, shuffle) comes from one of these, never global state."""
     return torch.Generator().manual_seed(seed)
+
+
+# MKL's conditional-numerical-reproducibility branch codes (mkl_cbwr.h), as MKL reports the one in force.
+_CBWR_BRANCHES = {1: "OFF", 2: "AUTO", 3: "COMPATIBLE", 4: "SSE2", 6: "SSSE3", 7: "SSE4_1", 8: "SSE4_2", 9: "AVX",
+                  10: "AVX2", 11: "AVX512_MIC", 12: "AVX512", 13: "AVX512_MIC_E1", 14: "AVX512_E1"}
+
+
+def mkl_branch() -> str:
+    """The CNR branch MKL actually uses (it ignores MKL_CBWR=AVX2 on non-Intel CPUs and falls back to AUTO)."""
+    import ctypes
+
+    try:  # torch links MKL statically; its service layer still exports the query
+        lib = ctypes.CDLL(str(Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"))
+        get = lib.mkl_serv_cbwr_get
+    except (OSError, AttributeError):
+        return "unknown"
+    get.restype, get.argtypes = ctypes.c_int, [ctypes.c_int]
+    code = get(1)  # MKL_CBWR_BRANCH
+    return _CBWR_BRANCHES.get(code & 0xFFFF, str(code)) + (",STRICT" if code & 0x10000 else "")
+
+
+def numerics(device: torch.device) -> dict[str, str | int]:
+    """How this process computes: CPU, ATen kernels, MKL branch, threads, torch, device (call after a torch op)."""
+    record: dict[str, str | int] = {
+        **cpu_identity(), "aten_capability": torch.backends.cpu.get_cpu_capability(), "mkl_cbwr": mkl_branch(),
+        "mkl_cbwr_requested": os.environ.get("MKL_CBWR", "unset"), "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__, "device": device.type,
+    }
+    if device.type == "cuda":
+        record["device_name"] = torch.cuda.get_device_name(device)
+    return record
