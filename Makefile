@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # Stages run `python ...`: put the venv first on PATH so dvc finds the right interpreter.
 RUN := PATH="$(CURDIR)/$(BIN):$$PATH"
 
-.PHONY: setup repro test bench sweep clean-venv
+.PHONY: setup repro test bench bench-exp sweep sweep-quick clean-venv
 
 setup: $(STAMP)
 
@@ -27,9 +27,17 @@ test: setup
 bench: setup
 	$(RUN) python bench/compare.py
 
-# Ranks 1-16 x replay 0/0.1 as queued DVC experiments; writes experiments/sweep.md and a plot.
+# One new / revisited / queued DVC experiment vs the seed's cells in a warm process (bench/README.md).
+bench-exp: setup
+	$(RUN) python bench/experiments.py
+
+# Ranks 1, 4, 16 x replay 0 / 0.1 over 3 x 5 seeds, as queued DVC experiments (one worker per core, one
+# thread each); writes experiments/sweep.csv, sweep_runs.csv and sweep.png. Needs `make repro` first.
 sweep: setup
 	$(RUN) python experiments/sweep.py
+
+sweep-quick: setup
+	$(RUN) python experiments/sweep.py --quick
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,118 +1,106 @@
-"""`make sweep`: queue LoRA ranks x replay fractions as DVC experiments, run them, tabulate and plot.
+"""`make sweep`: LoRA ranks x replay over several pretraining and fine-tuning seeds, as queued DVC experiments.
 
-Ranks above 10 cannot target linear3 (2000 -> 10), so those run on linear1 and linear2 only.
-Writes experiments/sweep.md (the table) and experiments/rank_vs_accuracy.png from `dvc exp show --json`.
+Runs them through DVC's queue with one worker per core, each on one thread (no oversubscription; results
+are bit-identical whatever the thread count), restoring everything already computed from DVC's run cache.
+Writes experiments/sweep.csv (mean and 95 % interval per setting, see lora_mnist.sweep), sweep_runs.csv
+(every run) and sweep.png (error bars). --quick: 2 x 2 seeds, ranks 1 and 4, no replay.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-LINEAR3_OUT = 10  # the largest rank that linear3 (2000 -> 10) allows
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT / "src"))
+
+from lora_mnist.sweep import FULL, METRICS, QUICK, Grid, aggregate, queue_batches, runs_table  # noqa: E402
 
 
-def dvc(*args: str) -> str:
-    """Run a dvc command in the project root and return its stdout; on failure show dvc's error and exit."""
-    proc = subprocess.run(["dvc", *args], cwd=HERE.parent, capture_output=True, text=True)
+def dvc(*args: str, env: dict[str, str] | None = None) -> None:
+    """Run a dvc command in the project root; on failure show dvc's error and exit."""
+    proc = subprocess.run(["dvc", *args], cwd=ROOT, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
-        sys.exit(f"error: dvc {' '.join(args)} failed:\n{proc.stderr.strip()}")
-    return proc.stdout
+        sys.exit(f"error: dvc {' '.join(args)} failed:\n{proc.stderr.strip() or proc.stdout.strip()}")
 
 
-def collect(exp_show: list[dict]) -> list[dict]:
-    """One row per experiment (rank, replay, metrics) from `dvc exp show --json` output."""
-    rows = []
-    for baseline in exp_show:
-        for exp in [baseline] + [e for group in baseline.get("experiments") or [] for e in group["revs"]]:
-            data = (exp.get("data") or {})
-            params = data.get("params", {}).get("params.yaml", {}).get("data", {})
-            metrics = data.get("metrics", {}).get("metrics/evaluate.json", {}).get("data", {})
-            if not metrics or exp.get("name") is None:
-                continue
-            rows.append({
-                "name": exp["name"], "rank": params["lora"]["rank"], "replay": params["finetune"].get("replay", 0.0),
-                "targets": "+".join(t[-1] for t in params["lora"]["targets"]),
-                "accuracy": metrics["accuracy"]["lora"], "target_wrong": metrics["target"]["wrong_lora"],
-                "others_accuracy": metrics["forgetting"]["others_accuracy"]["lora"],
-                "base_accuracy": metrics["accuracy"]["base"], "base_target_wrong": metrics["target"]["wrong_base"],
-                "lora_params": metrics["param_count"]["lora"],
-            })
-    # keep the newest run of each setting: exp show lists newest first
-    unique = {}
-    for row in rows:
-        unique.setdefault((row["rank"], row["targets"], row["replay"]), row)
-    return sorted(unique.values(), key=lambda r: (r["replay"], r["rank"]))
+def run_grid(grid: Grid, jobs: int) -> None:
+    """Queue the grid and run it; each new pretraining seed first, so that its model is trained once."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // jobs))}
+    anchors = Grid(grid.pretrain_seeds, grid.finetune_seeds[:1], sorted(grid.ranks)[:1], grid.replays[:1])
+    for phase, batches in (("pretraining seeds", queue_batches(anchors)), ("the rest", queue_batches(grid))):
+        for args in batches:
+            dvc("exp", "run", "--queue", *args)
+        start = time.perf_counter()
+        print(f"running {phase} with {jobs} workers ({env['OMP_NUM_THREADS']} thread each)...", flush=True)
+        # Settings already run are restored from the run cache; a failed one is reported and left out.
+        subprocess.run(["dvc", "exp", "run", "--run-all", "--jobs", str(jobs)], cwd=ROOT, env=env, check=False)
+        print(f"  {time.perf_counter() - start:.0f} s", flush=True)
 
 
-def write_table(rows: list[dict], path: Path) -> None:
-    """A Markdown table for the README."""
-    lines = ["| rank | layers | replay | LoRA params | accuracy | target wrong | accuracy on other digits |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
-    if rows:
-        r0 = rows[0]
-        lines.append(f"| base | - | - | 0 | {r0['base_accuracy']:.4f} | {r0['base_target_wrong']} | - |")
-    for r in rows:
-        lines.append(f"| {r['rank']} | {r['targets']} | {r['replay']} | {r['lora_params']:,} | {r['accuracy']:.4f} | "
-                     f"{r['target_wrong']} | {r['others_accuracy']:.4f} |")
-    tmp = path.with_name(f".tmp-{path.name}")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(path)
+def plot(table, path: Path) -> None:
+    """Each metric against rank with 95 % error bars, one line per replay; full fine-tuning as a band."""
+    from matplotlib.figure import Figure
 
-
-def plot(rows: list[dict], path: Path) -> None:
-    """Accuracy and target errors against rank, one line per replay fraction."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (acc, wrong) = plt.subplots(1, 2, figsize=(9, 3.4), dpi=100)
-    for replay in sorted({r["replay"] for r in rows}):
-        sub = [r for r in rows if r["replay"] == replay]
-        ranks = [r["rank"] for r in sub]
-        acc.plot(ranks, [r["accuracy"] for r in sub], marker="o", label=f"replay {replay}")
-        wrong.plot(ranks, [r["target_wrong"] for r in sub], marker="o", label=f"replay {replay}")
-    if rows:
-        acc.axhline(rows[0]["base_accuracy"], color="grey", linestyle="--", label="base")
-        wrong.axhline(rows[0]["base_target_wrong"], color="grey", linestyle="--", label="base")
-    for ax, title in ((acc, "test accuracy"), (wrong, "target digit: wrong predictions")):
+    fig = Figure(figsize=(12, 3.4), dpi=100)
+    axes = fig.subplots(1, len(METRICS))
+    lora, full = table[table["method"] == "lora"], table[table["method"] == "full"]
+    for ax, (name, _) in zip(axes, METRICS.items()):
+        for replay, part in lora.groupby("replay"):
+            ax.errorbar(part["rank"].astype(int), part[f"{name}_mean"], yerr=part[f"{name}_ci95"], marker="o",
+                        capsize=3, label=f"LoRA, replay {replay:g} (n={part['n'].min()})")
+        for replay, part in full.groupby("replay"):
+            mean, ci = part[f"{name}_mean"].iloc[0], part[f"{name}_ci95"].iloc[0]
+            ax.axhspan(mean - ci, mean + ci, alpha=0.15, color="grey")
+            ax.axhline(mean, linestyle="--", color="grey", label=f"all weights, replay {replay:g}")
         ax.set_xscale("log", base=2)
         ax.set_xlabel("LoRA rank")
-        ax.set_title(title)
-        ax.legend()
+        ax.set_title(name.replace("_", " ") + " (mean, 95 % CI)")
+    axes[0].legend(fontsize=7)
     fig.tight_layout()
     tmp = path.with_name(f".tmp-{path.name}")
     fig.savefig(tmp, format="png", metadata={"Software": None})
     tmp.replace(path)
 
 
+def write_csv(frame, path: Path) -> None:
+    """Write a DataFrame as CSV atomically."""
+    tmp = path.with_name(f".tmp-{path.name}")
+    frame.to_csv(tmp, index=False, float_format="%.6g")
+    tmp.replace(path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ranks", default="1,2,4,8,16")
-    parser.add_argument("--replay", default="0.0,0.1")
-    parser.add_argument("--report-only", action="store_true", help="skip running; tabulate existing experiments")
+    parser.add_argument("--quick", action="store_true", help="2 x 2 seeds, ranks 1 and 4, no replay")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel workers (default: cores)")
+    parser.add_argument("--report-only", action="store_true", help="tabulate the experiments already run")
+    parser.add_argument("--out", type=Path, default=HERE, help="where the CSVs and the plot go")
+    for field, kind in (("pretrain_seeds", int), ("finetune_seeds", int), ("ranks", int), ("replays", float)):
+        parser.add_argument("--" + field.replace("_", "-"), type=lambda v, k=kind: tuple(k(x) for x in v.split(",")),
+                            help=f"comma list replacing the grid's {field.replace('_', ' ')}")
     args = parser.parse_args()
+    grid = QUICK if args.quick else FULL
+    grid = Grid(**{f: getattr(args, f) or getattr(grid, f) for f in ("pretrain_seeds", "finetune_seeds", "ranks", "replays")})
     if not args.report_only:
-        ranks = [int(r) for r in args.ranks.split(",")]
-        small = ",".join(str(r) for r in ranks if r <= LINEAR3_OUT)
-        large = ",".join(str(r) for r in ranks if r > LINEAR3_OUT)
-        if small:
-            dvc("exp", "run", "--queue", "-S", f"lora.rank={small}", "-S", f"finetune.replay={args.replay}")
-        if large:
-            dvc("exp", "run", "--queue", "-S", f"lora.rank={large}", "-S", f"finetune.replay={args.replay}",
-                "-S", "lora.targets=[linear1,linear2]")
-        print("queued; running them one at a time (dvc exp run --run-all)...", flush=True)
-        if subprocess.run(["dvc", "exp", "run", "--run-all", "--jobs", "1"], cwd=HERE.parent).returncode != 0:
-            print("warning: some experiments failed; tabulating those that finished", file=sys.stderr)
-    rows = collect(json.loads(dvc("exp", "show", "--json")))
-    write_table(rows, HERE / "sweep.md")
-    plot(rows, HERE / "rank_vs_accuracy.png")
-    print((HERE / "sweep.md").read_text())
+        run_grid(grid, args.jobs)
+
+    import dvc.api
+
+    runs = runs_table(dvc.api.exp_show(repo=str(ROOT)))
+    runs = runs[runs["pretrain_seed"].isin(grid.pretrain_seeds) & runs["finetune_seed"].isin(grid.finetune_seeds)
+                & runs["replay"].isin(grid.replays) & (runs["rank"].isin(grid.ranks) | (runs["method"] == "full"))]
+    table = aggregate(runs)
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_csv(runs, args.out / "sweep_runs.csv")
+    write_csv(table, args.out / "sweep.csv")
+    plot(table, args.out / "sweep.png")
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
 
 
 if __name__ == "__main__":

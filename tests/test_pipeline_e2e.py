@@ -8,96 +8,27 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from e2e import BIN, Repo, make_repo
 from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
-from synthetic import write_expected, write_mnist
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-PROJECT = ["dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", ".dvc/config", ".dvc/.gitignore", ".dvc/plots", "stages",
-           "src"]
 STAGES = {"download", "pretrain", "snapshot", "select_target", "filter", "finetune", "verify", "evaluate",
           "finetune_full", "analyze_full", "analyze", "numerics"}
 LORA_STAGES = {"finetune", "verify", "evaluate", "analyze"}  # what a change of lora.* re-runs
 
 
-class Repo:
-    """A scratch copy of the project, with helpers to run commands in it."""
-
-    def __init__(self, path: Path, env: dict[str, str]) -> None:
-        self.path, self.env = path, env
-
-    def run(self, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
-        proc = subprocess.run(cmd, cwd=self.path, env=self.env, capture_output=True, text=True, timeout=600)
-        if check and proc.returncode != 0:
-            pytest.fail(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-        return proc
-
-    def dvc(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        return self.run(str(BIN / "dvc"), *args, check=check)
-
-    def ran(self, proc: subprocess.CompletedProcess) -> set[str]:
-        """Names of the stages whose command a `dvc repro` / `dvc exp run` actually executed."""
-        return set(re.findall(r"Running stage '([^']+)'", proc.stdout)) - self.restored(proc)
-
-    def restored(self, proc: subprocess.CompletedProcess) -> set[str]:
-        """Names of the stages DVC restored from its run cache instead of running them."""
-        return set(re.findall(r"Stage '([^']+)' is cached - skipping run", proc.stdout))
-
-    def snapshot(self, *rels: str) -> dict[str, bytes]:
-        """The bytes of each file under `rels` (files or directories), by relative path."""
-        files = [f for rel in rels for f in ([self.path / rel] if (self.path / rel).is_file()
-                                             else sorted((self.path / rel).rglob("*"))) if f.is_file()]
-        return {str(f.relative_to(self.path)): f.read_bytes() for f in files}
-
-    def json(self, rel: str) -> dict:
-        return json.loads((self.path / rel).read_text())
-
-    def commit(self, message: str) -> None:
-        self.run("git", "add", "-A")
-        self.run("git", "commit", "-q", "--allow-empty", "-m", message)
-
-
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Repo:
-    base = tmp_path_factory.mktemp("e2e")
-    path = base / "project"
-    for rel in PROJECT:
-        src, dst = ROOT / rel, path / rel
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        if src.is_dir():
-            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        else:
-            shutil.copy2(src, dst)
-    expected = write_mnist(base / "mnist", n_train=400, n_test=200)
-    params = yaml.safe_load((path / "params.yaml").read_text())
-    params["data"]["source"] = str(base / "mnist")
-    params["model"] = {"hidden_size_1": 32, "hidden_size_2": 16}
-    params["pretrain"].update(batch_size=20, epochs=2)
-    params["finetune"].update(steps=8, batch_size=5)
-    (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = {
-        **os.environ,
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        "LORA_MNIST_EXPECTED_MD5": str(write_expected(base / "expected.json", expected)),
-        "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
-        "DVC_NO_ANALYTICS": "1",
-    }
-    r = Repo(path, env)
-    r.run("git", "init", "-q", "-b", "main")
-    r.commit("project")
-    return r
+    return make_repo(tmp_path_factory.mktemp("e2e"))
 
 
 def test_full_repro_runs_every_stage_and_writes_the_outputs(repo: Repo) -> None:
