@@ -37,7 +37,7 @@ def main() -> None:
 
     device = resolve_device(params.device)
     configure_torch(device)
-    digit = int(json_field(args.selection, "target", "digit"))
+    digit, chosen_on = int(json_field(args.selection, "target", "digit")), json_field(args.selection, "target", "chosen_on")
     images, labels = load_split(args.data, "test")
     base, lora_model = load_model(args.pretrained), load_model(args.pretrained)
     load_adapter(lora_model, args.lora)  # the LoRA layout, as the adapter's config says
@@ -63,6 +63,7 @@ def main() -> None:
     write_confusion(args.confusion_base_out, labels.tolist(), preds["base"].tolist())
     write_confusion(args.confusion_lora_out, labels.tolist(), preds["lora"].tolist())
     write_wrong_bars(args.bars_out, wrong, digit)
+    metrics["target"]["chosen_on"] = chosen_on  # the split whose errors chose the digit; every number here is test
     write_json(args.metrics_out, metrics)
     write_json(args.headline_out, evaluate_headline(metrics))
     write_json(args.numerics_out, numerics(device))

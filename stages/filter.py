@@ -1,4 +1,4 @@
-"""DVC stage `filter`: indices of the training images of the target digit chosen by select_target."""
+"""DVC stage `filter`: indices of the target digit's training images (never the held-out validation ones)."""
 
 
 from lora_mnist.cli import parse_paths, run_stage
@@ -13,15 +13,17 @@ def main() -> None:
     from lora_mnist.artifacts import json_field, write_bytes, write_json
     from lora_mnist.idx import raw_dir, read_idx
     from lora_mnist.integrity import canonical_safetensors
-    from lora_mnist.selection import target_indices
+    from lora_mnist.selection import target_indices, validation_size
 
     digit = int(json_field(args.selection, "target", "digit"))
     labels = read_idx(raw_dir(args.data) / "train-labels-idx1-ubyte")
+    # With target.select_on = validation, the last images chose the target: fine-tuning must not see them.
+    labels = labels[: len(labels) - validation_size(len(labels), json_field(args.selection, "target", "chosen_on"))]
     indices = target_indices(labels, digit)
     others = np.flatnonzero(labels != digit).astype(np.int64)  # the pool finetune.replay draws from
     tensors = {"indices": indices, "others": others}
     write_bytes(args.indices_out, canonical_safetensors(save(tensors, metadata={"digit": str(digit)})))
-    write_json(args.metrics_out, {"digit": digit, "size": len(indices), "others": len(others)})
+    write_json(args.metrics_out, {"digit": digit, "size": len(indices), "others": len(others), "pool": len(labels)})
     print(f"filter: {len(indices)} training images of digit {digit} -> {args.indices_out}")
 
 

@@ -1,4 +1,8 @@
-"""DVC stage `pretrain`: train RichBoyNet from scratch on the 60,000 MNIST training images, then test it."""
+"""DVC stage `pretrain`: train RichBoyNet from scratch on the MNIST training images, then count its errors.
+
+All 60,000 images with target.select_on = test (the seed); the first 50,000 with `validation`, whose last
+10,000 it then scores for select_target. Its test-set errors are counted in both modes.
+"""
 
 from lora_mnist.cli import parse_paths, run_stage
 
@@ -20,12 +24,16 @@ def main() -> None:
     from lora_mnist.plots import write_losses
     from lora_mnist.report import per_digit
     from lora_mnist.runtime import configure_torch, numerics, resolve_device
+    from lora_mnist.selection import validation_size
     from lora_mnist.train import train
 
     device = resolve_device(params.device)
     configure_torch(device)
     cfg = params.pretrain
     images, labels = load_split(args.data, "train")
+    n_val = validation_size(len(images), params.target.select_on)
+    held_out = images[len(images) - n_val :], labels[len(images) - n_val :]  # (n_val, 784), (n_val,)
+    images, labels = images[: len(images) - n_val], labels[: len(images) - n_val]
     # As in the seed: manual_seed, build the model (its init draws first), then shuffle from the same
     # generator the way its DataLoader does; so seed 0 replays the seed's init and data order exactly.
     gen = torch.manual_seed(cfg.seed)
@@ -37,13 +45,18 @@ def main() -> None:
     test_images, test_labels = load_split(args.data, "test")
     preds = predict(model, test_images.to(device))
     wrong, acc = wrong_counts(test_labels, preds), accuracy(test_labels, preds)
+    scores = {"test": {"accuracy": acc, "wrong": per_digit(wrong)}}
+    if n_val:
+        val_preds = predict(model, held_out[0].to(device))
+        scores["validation"] = {"accuracy": accuracy(held_out[1], val_preds),
+                                "wrong": per_digit(wrong_counts(held_out[1], val_preds))}
     save_model(model, args.model_out)
     write_losses(args.loss_out, losses)
     last = losses[-100:]
     write_json(args.metrics_out, {
-        "device": device.type, "steps": steps, "train_size": len(images),
+        "device": device.type, "steps": steps, "train_size": len(images), "validation_size": n_val,
         "loss": {"first": losses[0], "last": losses[-1], "mean_last_100": sum(last) / len(last)},
-        "test": {"accuracy": acc, "wrong": per_digit(wrong)},
+        **scores,
     })
     write_json(args.numerics_out, numerics(device))
     print(f"pretrain: {steps} steps on {len(images)} images ({device.type}), mean loss of last 100 steps "

@@ -52,6 +52,7 @@ BAD = [
     ("target.digit", "nine", "0-9"),
     ("target.digit", True, "0-9"),
     ("target.digit", 9.0, "0-9"),
+    ("target.select_on", "train", "one of test, validation"),
     ("finetune.seed", -5, ">= 0"),
     ("finetune.steps", 0, ">= 1"),
     ("finetune.steps", 1.5, "integer"),

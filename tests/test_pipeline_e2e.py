@@ -49,7 +49,7 @@ def test_full_repro_runs_every_stage_and_writes_the_outputs(repo: Repo) -> None:
     verify = repo.json("metrics/verify.json")
     assert verify["passed"] is True and verify["max_abs_diff"] == 0.0 and verify["tensors_checked"] >= 12
     assert all(verify["checks"].values()) and "adapter_equals_finetuned" in verify["checks"]
-    assert repo.json("metrics/filter.json") == {"digit": ev["target"]["digit"], "size": 40, "others": 360}
+    assert repo.json("metrics/filter.json") == {"digit": ev["target"]["digit"], "size": 40, "others": 360, "pool": 400}
     forgetting = ev["forgetting"]
     assert set(forgetting["target_accuracy"]) == {"base", "lora"} and 0 <= forgetting["lora"]["most_hurt_digit"] <= 9
     full = repo.json("metrics/finetune_full.json")
@@ -62,10 +62,12 @@ def test_full_repro_runs_every_stage_and_writes_the_outputs(repo: Repo) -> None:
     assert headline["wrong_lora"] == ev["target"]["wrong_lora"] and headline["lora_params"] == 890
     assert headline["verified"] is True and headline["acc_full"] == full["accuracy"]["full"]
     numerics = repo.json("metrics/numerics.json")
-    assert numerics["torch"] == torch_version() and numerics["device"] == "cpu"
+    assert numerics["torch"] == torch_version() and numerics["torch_device"] == "cpu"
     assert {"cpu", "cpu_vendor", "aten_capability", "mkl_cbwr", "torch_threads", "openblas_threads"} <= set(numerics)
-    for stage in ("pretrain", "finetune", "evaluate", "finetune_full", "analyze_full", "analyze"):
-        assert repo.json(f"metrics/numerics/{stage}.json")["device"] == "cpu", stage
+    for stage in ("pretrain", "finetune", "evaluate", "finetune_full"):
+        assert repo.json(f"metrics/numerics/{stage}.json")["torch_device"] == "cpu", stage
+    for stage in ("analyze_full", "analyze"):  # numpy only
+        assert repo.json(f"metrics/numerics/{stage}.json")["openblas_threads"] == 1, stage
     runs = repo.path / ".dvc/cache/runs"
     assert len([d for d in runs.glob("*/*") if d.is_dir()]) == len(STAGES)  # each stage is in the run cache
     analyze = repo.json("metrics/analyze.json")
@@ -210,6 +212,22 @@ def test_rank_change_reruns_the_lora_stages_and_a_round_trip_restores_them(repo:
     back = repo.dvc("exp", "run", "-S", "lora.rank=1")
     assert repo.ran(back) == set() and repo.restored(back) == LORA_STAGES
     assert repo.snapshot(*LORA_OUTS) == before
+
+
+def test_choosing_the_target_on_held_out_images_reruns_from_pretraining(repo: Repo) -> None:
+    proc = repo.dvc("exp", "run", "-S", "target.select_on=validation")
+    assert repo.ran(proc) == STAGES - {"download", "numerics"}  # pretraining sees only the first five sixths
+    pretrain = repo.json("metrics/pretrain.json")
+    assert pretrain["train_size"] == 400 - 66 and pretrain["validation_size"] == 66
+    assert sum(pretrain["validation"]["wrong"].values()) <= 66 and "test" in pretrain
+    selection = repo.json("metrics/select_target.json")
+    assert selection["target"]["chosen_on"] == "validation"
+    assert selection["chosen_on_wrong"] == pretrain["validation"]["wrong"]
+    assert selection["target"]["digit"] == repo.json("metrics/evaluate.json")["target"]["digit"]
+    assert repo.json("metrics/evaluate.json")["target"]["chosen_on"] == "validation"
+    assert repo.json("metrics/filter.json")["pool"] == 400 - 66
+    repo.run("git", "checkout", "--", ".")
+    repo.dvc("checkout", "--quiet", "--force")
 
 
 def test_bad_param_is_one_clear_error(repo: Repo) -> None:

@@ -95,3 +95,31 @@ def test_replay_mixes_a_fixed_share_of_other_samples():
 def test_empty_sample_set_is_an_error_not_an_endless_loop():
     with pytest.raises(DataError, match="empty"):
         next(batch_indices(0, 4, 3, torch.Generator()))
+
+
+def test_validation_mode_holds_out_the_last_sixth_disjoint_from_pretraining_and_fine_tuning(tmp_path):
+    """Pretraining (first 5/6), validation (last 1/6) and test are disjoint; the fine-tuning pool is pretraining's."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from safetensors.numpy import load_file
+    from synthetic import write_mnist
+
+    from lora_mnist.selection import validation_size
+
+    assert validation_size(60_000, "validation") == 10_000 and validation_size(60_000, "test") == 0
+    write_mnist(tmp_path / "data" / "MNIST" / "raw", n_train=600, n_test=100, gz=False)
+    root = Path(__file__).resolve().parents[1]
+    for mode, pool in (("validation", 500), ("test", 600)):
+        selection = tmp_path / f"select_{mode}.json"
+        selection.write_text(json.dumps({"target": {"digit": 3, "chosen_on": mode}}))
+        out = tmp_path / f"indices_{mode}.safetensors"
+        subprocess.run([sys.executable, str(root / "stages/filter.py"), str(tmp_path / "data"), str(selection), str(out),
+                        str(tmp_path / f"filter_{mode}.json")], check=True, capture_output=True,
+                       env={"PYTHONPATH": str(root / "src")})
+        tensors = load_file(out)
+        rows = set(tensors["indices"].tolist()) | set(tensors["others"].tolist())
+        assert rows == set(range(pool))  # validation mode: nothing from rows 500..599, which chose the target
+        assert json.loads((tmp_path / f"filter_{mode}.json").read_text())["pool"] == pool

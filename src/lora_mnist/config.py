@@ -19,6 +19,7 @@ DEVICES = ("cpu", "cuda", "mps", "auto")
 INITS = ("gaussian", "kaiming")
 SCALINGS = ("standard", "rslora")
 IMPLS = ("parametrize", "lowrank")
+SELECT_ON = ("test", "validation")
 
 
 def _spec(kind: str, allowed: str, check: Any = None, choices: tuple = ()) -> dict:
@@ -61,9 +62,11 @@ class PretrainParams:
 
 @dataclass(frozen=True)
 class TargetParams:
-    digit: int | str = field(  # "auto": the digit with most test errors (ties -> smallest)
+    digit: int | str = field(  # "auto": the digit the pretrained model gets wrong most (ties -> smallest)
         default="auto", metadata=_spec("digit", "auto or an integer 0-9")
     )
+    # Where "auto" counts the errors: the test set (the seed's way) or held-out training images (validation).
+    select_on: str = _choice(SELECT_ON, default="test")
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ def blas_numerics() -> dict[str, str | int]:
 
     return {**cpu_identity(), "numpy": np.__version__,
             "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE", "auto"),
-            "openblas_threads": int(os.environ.get("OPENBLAS_NUM_THREADS", "0") or 0), "device": "cpu"}
+            "openblas_threads": int(os.environ.get("OPENBLAS_NUM_THREADS", "0") or 0)}
 
 
 def has_avx2() -> bool:

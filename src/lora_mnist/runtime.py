@@ -85,7 +85,7 @@ def numerics(device: torch.device) -> dict[str, str | int]:
     record: dict[str, str | int] = {
         **cpu_identity(), "aten_capability": torch.backends.cpu.get_cpu_capability(), "mkl_cbwr": mkl_branch(),
         "mkl_cbwr_requested": os.environ.get("MKL_CBWR", "unset"), "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__, "device": device.type,
+        "torch": torch.__version__, "torch_device": device.type,
     }
     if device.type == "cuda":
         record["device_name"] = torch.cuda.get_device_name(device)

@@ -7,6 +7,12 @@ import numpy as np
 from lora_mnist.errors import DataError
 
 
+def validation_size(n_train: int, select_on: str) -> int:
+    """Training images held out to choose the target: none in `test` mode, else the last sixth (MNIST's 10,000 of
+    60,000, the split of its own train/valid distributions); the rest is all pretraining and fine-tuning see."""
+    return n_train // 6 if select_on == "validation" else 0
+
+
 def choose_target(wrong: list[int], digit: int | str) -> int:
     """`auto`: the most-wrong digit, ties to the smallest; otherwise the given digit."""
     if digit == "auto":
