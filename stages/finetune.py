@@ -5,41 +5,25 @@ from lora_mnist.cli import parse_paths, run_stage
 
 def main() -> None:
     args = parse_paths(__doc__, "data", "model", "indices", "lora_out", "metrics_out", "numerics_out", "loss_out")
-
     from lora_mnist.config import load_params
 
     params = load_params()
 
-    import json
     from dataclasses import asdict
 
-    from lora_mnist.adapter import save_adapter
     from lora_mnist.artifacts import write_json
-    from lora_mnist.checkpoint import load_model, model_bytes, safetensors_bytes
+    from lora_mnist.comparison import count_parameters
     from lora_mnist.config import replay_count
-    from lora_mnist.finetuning import finetune, load_finetune_set
-    from lora_mnist.lora import apply_lora, freeze_non_lora, merge, set_lora_impl, trainable_parameter_names
-    from lora_mnist.names import FINETUNED, MERGED
+    from lora_mnist.finetuning import finetune_lora, load_finetune_set, save_lora_outputs
     from lora_mnist.plots import write_losses
-    from lora_mnist.report import count_parameters
-    from lora_mnist.runtime import configure_torch, generator, numerics, resolve_device
+    from lora_mnist.runtime import configure_torch, numerics, resolve_device
 
     device = resolve_device(params.device)
     configure_torch(device)
     cfg, lora = params.finetune, params.lora
     data = load_finetune_set(args.data, args.indices, cfg)
-    model = load_model(args.model)
-    apply_lora(model, lora.targets, lora.rank, lora.alpha, lora.init, lora.scaling, generator=generator(cfg.seed))
-    freeze_non_lora(model)
-    set_lora_impl(model, lora.impl)  # how training computes the update; the adapter is the same either way
-    losses = finetune(model.to(device), data, cfg, device, desc="finetune")
-    trainable = trainable_parameter_names(model)
-    # One output directory: the PEFT adapter, the whole fine-tuned model (for verify) and the merged export
-    # (W + scale * B @ A: a plain RichBoyNet, no LoRA code needed), written in one atomic step.
-    save_adapter(model, args.lora_out, extra={
-        FINETUNED: safetensors_bytes(model.state_dict(), {"trainable": json.dumps(trainable)}),
-        MERGED: model_bytes(merge(model)),
-    })
+    model, losses = finetune_lora(args.model, data, cfg, lora, device)
+    save_lora_outputs(model, args.lora_out)
     write_losses(args.loss_out, losses)
     counts = count_parameters(model)
     write_json(args.metrics_out, {

@@ -11,7 +11,7 @@ def main() -> None:
     params = load_params()
 
     from lora_mnist.artifacts import json_field, write_json
-    from lora_mnist.report import per_digit, read_per_digit
+    from lora_mnist.comparison import per_digit, read_per_digit
     from lora_mnist.selection import choose_target
 
     # pretrain counted them; reading them here keeps this stage free of torch (~2 s).

@@ -9,8 +9,8 @@ import pytest
 from lora_mnist.artifacts import atomic_dir, atomic_path, read_json, write_json
 from lora_mnist.errors import ArtifactError
 from lora_mnist.integrity import digest, max_abs_diff
-from lora_mnist.verify import (
-    Report, adapter_factors, check_adapter_config, check_manifest, check_same, check_trainable, finetuned_base,
+from lora_mnist.proof import (
+    Proof, adapter_factors, check_adapter_config, check_manifest, check_same, check_trainable, finetuned_base,
 )
 
 
@@ -85,7 +85,7 @@ def test_check_same_names_tensor_and_max_diff():
         "linear1.parametrizations.weight.0.lora_A": np.ones((1, 4), np.float32),
         "linear1.bias": np.zeros(3, np.float32),
     }
-    report = Report()
+    report = Proof()
     assert check_same(report, "ft", finetuned_base(finetuned), snap) == []
     assert report.tensors_checked == 2 and report.max_abs_diff == 0.0
     finetuned["linear1.bias"][2] = -0.25
@@ -93,7 +93,7 @@ def test_check_same_names_tensor_and_max_diff():
     assert failures == ["ft: tensor linear1.bias differs from the snapshot (max abs diff 0.25)"]
     assert report.max_abs_diff == 0.25
     del finetuned["linear1.bias"]
-    assert check_same(Report(), "ft", finetuned_base(finetuned), snap) == ["ft: tensor linear1.bias is missing"]
+    assert check_same(Proof(), "ft", finetuned_base(finetuned), snap) == ["ft: tensor linear1.bias is missing"]
 
 
 def test_check_trainable_is_exactly_lora():
@@ -113,7 +113,7 @@ def test_check_adapter_maps_peft_keys_to_the_fine_tuned_factors():
     adapter = {"base_model.model.linear1.lora_A.weight": a.copy(), "base_model.model.linear1.lora_B.weight": b.copy()}
 
     def check_adapter(adapter, finetuned, source):
-        return check_same(Report(), source, adapter, adapter_factors(finetuned), "the fine-tuned model's")
+        return check_same(Proof(), source, adapter, adapter_factors(finetuned), "the fine-tuned model's")
 
     assert check_adapter(adapter, finetuned, "ad") == []
     assert check_adapter({**adapter, "base_model.model.linear1.lora_B.weight": b.astype(np.float64)}, finetuned,

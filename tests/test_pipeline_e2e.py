@@ -1,6 +1,7 @@
 """End to end: the real `dvc` CLI on a temporary git repo with the project's pipeline and synthetic MNIST.
 
-The tests in this module share one repo and run in file order: each builds on the state the previous left.
+One `dvc repro` builds the pipeline (`built`, once per module); every other test gets its own copy of that
+committed state (`repo`), so the tests are independent of each other and of their order.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -19,20 +21,29 @@ from e2e import BIN, Repo, make_repo
 from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
-pytestmark = pytest.mark.slow
-
 STAGES = {"download", "pretrain", "snapshot", "select_target", "filter", "finetune", "verify", "evaluate",
           "finetune_full", "analyze_full", "analyze", "numerics"}
 LORA_STAGES = {"finetune", "verify", "evaluate", "analyze"}  # what a change of lora.* re-runs
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory: pytest.TempPathFactory) -> Repo:
-    return make_repo(tmp_path_factory.mktemp("e2e"))
-
-
-def test_full_repro_runs_every_stage_and_writes_the_outputs(repo: Repo) -> None:
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Repo, subprocess.CompletedProcess]:
+    """The synthetic project after a full `dvc repro`, results committed; and what that repro printed."""
+    repo = make_repo(tmp_path_factory.mktemp("e2e"))
     proc = repo.dvc("repro")
+    repo.commit("results")
+    return repo, proc
+
+
+@pytest.fixture
+def repo(built: tuple[Repo, subprocess.CompletedProcess], tmp_path: Path) -> Repo:
+    """A private copy of the built project (git history, DVC cache and run cache included)."""
+    shutil.copytree(built[0].path, tmp_path / "project", symlinks=True)
+    return Repo(tmp_path / "project", built[0].env)
+
+
+def test_full_repro_runs_every_stage_and_writes_the_outputs(built: tuple[Repo, subprocess.CompletedProcess]) -> None:
+    repo, proc = built
     assert repo.ran(proc) == STAGES
     assert "Traceback" not in proc.stderr
     ev = repo.json("metrics/evaluate.json")
@@ -81,7 +92,6 @@ def test_full_repro_runs_every_stage_and_writes_the_outputs(repo: Repo) -> None:
         assert (repo.path / rel).is_file(), rel
     assert len((repo.path / "plots/pretrain/loss.tsv").read_text().splitlines()) == 1 + 40
     assert not list(repo.path.rglob(".tmp-*")), "an atomic write left a temp file behind"
-    repo.commit("results")
 
 
 def torch_version() -> str:
@@ -226,8 +236,6 @@ def test_choosing_the_target_on_held_out_images_reruns_from_pretraining(repo: Re
     assert selection["target"]["digit"] == repo.json("metrics/evaluate.json")["target"]["digit"]
     assert repo.json("metrics/evaluate.json")["target"]["chosen_on"] == "validation"
     assert repo.json("metrics/filter.json")["pool"] == 400 - 66
-    repo.run("git", "checkout", "--", ".")
-    repo.dvc("checkout", "--quiet", "--force")
 
 
 def test_bad_param_is_one_clear_error(repo: Repo) -> None:
@@ -268,8 +276,6 @@ TAMPER = {
 
 @pytest.mark.parametrize("rel", sorted(TAMPER))
 def test_tampered_artifact_fails_verify_naming_the_tensor(repo: Repo, rel: str) -> None:
-    repo.run("git", "checkout", "--", ".")
-    repo.dvc("checkout", "--quiet", "--force")
     key, messages = TAMPER[rel]
     tamper(repo.path / rel, key, 0.5)
     proc = repo.dvc("repro", "--single-item", "verify", check=False)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from lora_mnist.report import compare, forgetting, per_digit
+from lora_mnist.comparison import compare, forgetting, per_digit
 
 
 def test_forgetting_splits_target_and_others_and_names_the_most_hurt_digit():
@@ -43,7 +43,7 @@ def test_read_per_digit_accepts_counts_only(tmp_path):
     import pytest
 
     from lora_mnist.errors import ArtifactError
-    from lora_mnist.report import per_digit, read_per_digit
+    from lora_mnist.comparison import per_digit, read_per_digit
 
     path = tmp_path / "m.json"
     path.write_text(json.dumps({"test": {"wrong": per_digit(list(range(10)))}}))

@@ -6,8 +6,8 @@ import torch
 
 from lora_mnist.data import batch_indices, normalize, replay_batches, steps_per_epoch
 from lora_mnist.errors import DataError
-from lora_mnist.evaluate import accuracy, predict, wrong_counts
-from lora_mnist.report import per_digit
+from lora_mnist.scoring import accuracy, predict, wrong_counts
+from lora_mnist.comparison import per_digit
 from lora_mnist.selection import check_enough, choose_target, target_indices
 
 

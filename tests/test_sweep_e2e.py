@@ -7,8 +7,6 @@ import pytest
 import yaml
 from e2e import BIN, Repo, make_repo
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory: pytest.TempPathFactory) -> Repo:

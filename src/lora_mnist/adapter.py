@@ -16,11 +16,10 @@ from torch import nn
 
 from lora_mnist.artifacts import atomic_dir, write_bytes, write_json
 from lora_mnist.checkpoint import safetensors_bytes
-from lora_mnist.errors import ArtifactError, ConfigError
+from lora_mnist.errors import ArtifactError
 from lora_mnist.lora import apply_lora, lora_layers
-from lora_mnist.names import (
-    ADAPTER_CONFIG, ADAPTER_WEIGHTS, PEFT_PREFIX, adapter_settings, peft_key, read_adapter_config,
-)
+from lora_mnist.names import ADAPTER_CONFIG, ADAPTER_WEIGHTS, PEFT_PREFIX, peft_key
+from lora_mnist.peft_config import load_settings
 
 
 def save_adapter(model: nn.Module, out_dir: str | Path, extra: dict[str, bytes] | None = None) -> None:
@@ -67,7 +66,7 @@ def load_adapter(model: nn.Module, adapter_dir: str | Path) -> None:
     """
     adapter_dir = Path(adapter_dir)
     config_path, weights_path = adapter_dir / ADAPTER_CONFIG, adapter_dir / ADAPTER_WEIGHTS
-    settings = adapter_settings(read_adapter_config(adapter_dir), config_path)
+    settings = load_settings(adapter_dir)
     if not weights_path.is_file():
         raise ArtifactError(f"{weights_path}: file not found")
     try:
@@ -97,7 +96,7 @@ def load_adapter(model: nn.Module, adapter_dir: str | Path) -> None:
     try:
         # A throwaway generator: the initial A is overwritten, so don't consume the global RNG for it.
         apply_lora(model, **settings, generator=torch.Generator().manual_seed(0))
-    except ConfigError as exc:
+    except ValueError as exc:
         raise ArtifactError(f"{config_path}: cannot apply this adapter to the model: {exc}") from None
     layers = lora_layers(model)
     with torch.no_grad():

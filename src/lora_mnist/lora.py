@@ -17,27 +17,30 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from lora_mnist.config import IMPLS, INITS, SCALINGS, lora_scale
-from lora_mnist.errors import ConfigError
 from lora_mnist.model import RichBoyNet
 from lora_mnist.names import LORA_MARK, plain_name
 
 
+# API misuse is a TypeError or ValueError; params.yaml is validated once, in config.py, before any of this runs.
 def _check_rank(rank: object) -> int:
-    if isinstance(rank, bool) or not isinstance(rank, numbers.Integral) or rank < 1:
-        raise ConfigError(f"rank={rank!r} is invalid: allowed is an int >= 1")
+    if isinstance(rank, bool) or not isinstance(rank, numbers.Integral):
+        raise TypeError(f"rank={rank!r}: expected an int")
+    if rank < 1:
+        raise ValueError(f"rank={rank!r}: expected an int >= 1")
     return int(rank)
 
 
 def _check_alpha(alpha: object) -> float:
-    ok = isinstance(alpha, numbers.Real) and not isinstance(alpha, bool)
-    if not ok or not math.isfinite(alpha) or alpha <= 0:
-        raise ConfigError(f"alpha={alpha!r} is invalid: allowed is a finite number > 0")
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
+        raise TypeError(f"alpha={alpha!r}: expected a number")
+    if not math.isfinite(alpha) or alpha <= 0:
+        raise ValueError(f"alpha={alpha!r}: expected a finite number > 0")
     return float(alpha)
 
 
 def _check_choice(arg: str, value: object, allowed: Sequence[str]) -> str:
     if value not in allowed:
-        raise ConfigError(f"{arg}={value!r} is invalid: allowed are {', '.join(map(repr, allowed))}")
+        raise ValueError(f"{arg}={value!r}: expected one of {', '.join(map(repr, allowed))}")
     return value  # type: ignore[return-value]
 
 
@@ -110,18 +113,18 @@ def apply_lora(
     _check_choice("scaling", scaling, SCALINGS)
     allowed = _linear_names(model)
     if isinstance(targets, str) or not targets:
-        raise ConfigError(f"targets={targets!r} is invalid: allowed is a non-empty list drawn from {allowed}")
+        raise ValueError(f"targets={targets!r} is invalid: allowed is a non-empty list drawn from {allowed}")
     for name in targets:
         if name not in allowed:
-            raise ConfigError(f"targets: unknown module {name!r}; allowed Linear names are {allowed}")
+            raise ValueError(f"targets: unknown module {name!r}; allowed Linear names are {allowed}")
         if list(targets).count(name) > 1:
-            raise ConfigError(f"targets: {name!r} is listed twice; list each Linear at most once")
+            raise ValueError(f"targets: {name!r} is listed twice; list each Linear at most once")
         layer = model.get_submodule(name)
         if _lora_of(layer) is not None:
-            raise ConfigError(f"targets: LoRA is already applied to {name!r}; apply it once per layer")
+            raise ValueError(f"targets: LoRA is already applied to {name!r}; apply it once per layer")
         limit = min(layer.in_features, layer.out_features)
         if rank > limit:
-            raise ConfigError(f"rank={rank} is invalid for {name!r} ({layer.in_features} -> "
+            raise ValueError(f"rank={rank} is invalid for {name!r} ({layer.in_features} -> "
                               f"{layer.out_features}): allowed is 1 <= rank <= {limit}")
     # Everything is checked before anything is registered, so a bad call leaves the model unchanged.
     for name in targets:
@@ -156,7 +159,7 @@ def lora_layers(model: nn.Module) -> dict[str, LoRAParametrization]:
 def set_lora_enabled(model: nn.Module, enabled: bool) -> None:
     """Switch every LoRA update on or off (a no-op on a model without LoRA)."""
     if not isinstance(enabled, bool):
-        raise ConfigError(f"enabled={enabled!r} is invalid: allowed are True, False")
+        raise TypeError(f"enabled={enabled!r}: expected True or False")
     for lora in lora_layers(model).values():
         lora.enabled = enabled
 
@@ -172,11 +175,6 @@ def lora_disabled(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for name, lora in layers.items():
             lora.enabled = previous[name]
-
-
-def lora_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
-    """Return the LoRA parameters by name (names contain `lora_`, the rule that drives freezing)."""
-    return {name: p for name, p in model.named_parameters() if LORA_MARK in name}
 
 
 def freeze_non_lora(model: nn.Module) -> None:

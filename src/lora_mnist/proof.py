@@ -8,15 +8,17 @@ from pathlib import Path
 
 import numpy as np
 
+from lora_mnist.artifacts import json_field
 from lora_mnist.errors import ArtifactError
-from lora_mnist.integrity import digest, max_abs_diff
-from lora_mnist.names import LORA_MARK, lora_factor, peft_key, plain_name
+from lora_mnist.integrity import digest, max_abs_diff, read_safetensors
+from lora_mnist.names import ADAPTER_CONFIG, ADAPTER_WEIGHTS, FINETUNED, LORA_MARK, lora_factor, peft_key, plain_name
+from lora_mnist.peft_config import load_settings
 
 # numpy only: these checks read tensors, they never run a model, so the stage does not pay torch's import.
 
 
 @dataclass
-class Report:
+class Proof:
     """Outcome of all checks; `failures` name the tensor or check and the size of the difference."""
 
     tensors_checked: int = 0
@@ -61,14 +63,14 @@ def check_manifest(snapshot: dict[str, np.ndarray], manifest: dict[str, str], so
 
 
 def check_same(
-    report: Report, label: str, tensors: dict[str, np.ndarray], snapshot: dict[str, np.ndarray],
+    proof: Proof, label: str, tensors: dict[str, np.ndarray], snapshot: dict[str, np.ndarray],
     reference: str = "the snapshot",
 ) -> list[str]:
     """`tensors` hold exactly the tensors of `snapshot` (named as there), bit for bit."""
     failures = [f"{label}: tensor {k} is missing" for k in sorted(snapshot) if k not in tensors]
     failures += [f"{label}: unexpected tensor {k}" for k in sorted(tensors) if k not in snapshot]
     for name in sorted(set(tensors) & set(snapshot)):
-        failures += report.compare(label, name, tensors[name], snapshot[name], reference)
+        failures += proof.compare(label, name, tensors[name], snapshot[name], reference)
     return failures
 
 
@@ -112,3 +114,25 @@ def check_adapter_config(settings: dict, finetuned: dict[str, np.ndarray], sourc
     if ranks != [settings["rank"]]:
         failures.append(f"{source}: r = {settings['rank']}, the fine-tuned model's factors have rank {ranks}")
     return failures
+
+
+def prove(snapshot_path: str | Path, manifest_path: str | Path, pretrained_path: str | Path,
+          lora_dir: str | Path) -> Proof:
+    """Every check, by name: the snapshot matches its manifest; the pretrained model and the fine-tuned model's
+    frozen tensors equal the snapshot; only LoRA was trainable; the adapter's tensors and config match the
+    fine-tuned model's LoRA factors. Files are read, never run."""
+    proof, lora_dir = Proof(), Path(lora_dir)
+    snapshot, _ = read_safetensors(snapshot_path)
+    proof.record("snapshot_manifest", check_manifest(snapshot, json_field(manifest_path, "tensors"), snapshot_path))
+    pretrained, _ = read_safetensors(pretrained_path)
+    proof.record("pretrained_equals_snapshot", check_same(proof, pretrained_path, pretrained, snapshot))
+    finetuned, meta = read_safetensors(lora_dir / FINETUNED)
+    proof.record("finetuned_base_equals_snapshot",
+                 check_same(proof, lora_dir / FINETUNED, finetuned_base(finetuned), snapshot))
+    proof.record("trainable_is_lora", check_trainable(recorded_trainable(meta, lora_dir / FINETUNED), finetuned))
+    adapter, _ = read_safetensors(lora_dir / ADAPTER_WEIGHTS)
+    proof.record("adapter_equals_finetuned", check_same(
+        proof, lora_dir / ADAPTER_WEIGHTS, adapter, adapter_factors(finetuned), "the fine-tuned model's"))
+    proof.record("adapter_config_matches",
+                 check_adapter_config(load_settings(lora_dir), finetuned, lora_dir / ADAPTER_CONFIG))
+    return proof
