@@ -34,7 +34,8 @@ def test_queue_batches_expand_to_the_grid_and_drop_linear3_above_rank_10():
 def _exp(rev, created, pseed, fseed, rank, replay, acc_lora, acc_full=0.5):
     return {"rev": rev, "Created": created, "pretrain.seed": pseed, "finetune.seed": fseed, "lora.rank": rank,
             "finetune.replay": replay, "acc_lora": acc_lora, "wrong_lora": 10.0, "others_lora": 0.9,
-            "acc_full": acc_full, "wrong_full": 0.0, "others_full": 0.4}
+            "acc_full": acc_full, "wrong_full": 0.0, "others_full": 0.4,
+            "acc_base": 0.95 + pseed / 100, "wrong_base": 100.0, "others_base": 0.96}
 
 
 def test_runs_table_keeps_the_newest_run_per_setting_and_one_full_run_per_seeds():
@@ -49,6 +50,7 @@ def test_runs_table_keeps_the_newest_run_per_setting_and_one_full_run_per_seeds(
     lora = runs[runs["method"] == "lora"].sort_values("rank")
     assert lora["accuracy"].tolist() == [0.9, 0.8]
     assert len(runs[runs["method"] == "full"]) == 1
+    assert runs[runs["method"] == "base"]["accuracy"].tolist() == [0.95]  # one pretrained model
 
 
 def test_aggregate_gives_one_row_per_setting_with_n_mean_and_interval():
@@ -65,3 +67,6 @@ def test_aggregate_gives_one_row_per_setting_with_n_mean_and_interval():
     full = table[table["method"] == "full"].iloc[0]
     assert pd.isna(full["rank"]) and full["n"] == 4 and full["accuracy_mean"] == pytest.approx(0.515)
     assert separated(lora, full, "accuracy") and not separated(lora, lora, "accuracy")
+    base = table[table["method"] == "base"].iloc[0]
+    assert base["n"] == 2 and base["accuracy_mean"] == pytest.approx(0.955)  # pretraining seeds 0 and 1
+    assert list(table["method"]) == ["base", "lora", "full"]

@@ -20,11 +20,11 @@ def swept(tmp_path_factory: pytest.TempPathFactory) -> Repo:
 
 def test_sweep_writes_one_row_per_setting_over_the_seeds(swept: Repo) -> None:
     table = pd.read_csv(swept.path / "experiments/sweep.csv")
-    assert sorted(table["method"]) == ["full", "lora"] and (table["n"] == 4).all()
+    assert list(table["method"]) == ["base", "lora", "full"] and list(table["n"]) == [2, 4, 4]
     lora = table[table["method"] == "lora"].iloc[0]
     assert lora["rank"] == 2 and 0 <= lora["accuracy_mean"] <= 1 and lora["accuracy_ci95"] >= 0
     runs = pd.read_csv(swept.path / "experiments/sweep_runs.csv")
-    assert len(runs) == 8  # 4 seed pairs x (LoRA, full fine-tuning)
+    assert len(runs) == 2 + 8  # 2 pretrained models; 4 seed pairs x (LoRA, full fine-tuning)
     assert (swept.path / "experiments/sweep.png").stat().st_size > 0
 
 
