@@ -49,16 +49,20 @@ def plot(table, path: Path) -> None:
 
     fig = Figure(figsize=(12, 3.4), dpi=100)
     axes = fig.subplots(1, len(METRICS))
-    lora, full = table[table["method"] == "lora"], table[table["method"] == "full"]
+    lora, full, base = (table[table["method"] == m] for m in ("lora", "full", "base"))
     for ax, (name, _) in zip(axes, METRICS.items()):
         for replay, part in lora.groupby("replay"):
             ax.errorbar(part["rank"].astype(int), part[f"{name}_mean"], yerr=part[f"{name}_ci95"], marker="o",
                         capsize=3, label=f"LoRA, replay {replay:g} (n={part['n'].min()})")
         for replay, part in full.groupby("replay"):
             mean, ci = part[f"{name}_mean"].iloc[0], part[f"{name}_ci95"].iloc[0]
-            ax.axhspan(mean - ci, mean + ci, alpha=0.15, color="grey")
-            ax.axhline(mean, linestyle="--", color="grey", label=f"all weights, replay {replay:g}")
+            style = "--" if replay == 0 else ":"
+            ax.axhspan(mean - ci, mean + ci, alpha=0.12, color="grey")
+            ax.axhline(mean, linestyle=style, color="grey", label=f"all weights, replay {replay:g}")
+        if len(base):
+            ax.axhline(base[f"{name}_mean"].iloc[0], color="black", linewidth=0.8, label="pretrained (base)")
         ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted(lora["rank"].astype(int).unique()), [str(r) for r in sorted(lora["rank"].astype(int).unique())])
         ax.set_xlabel("LoRA rank")
         ax.set_title(name.replace("_", " ") + " (mean, 95 % CI)")
     axes[0].legend(fontsize=7)
@@ -93,8 +97,10 @@ def main() -> None:
     import dvc.api
 
     runs = runs_table(dvc.api.exp_show(repo=str(ROOT)))
-    runs = runs[runs["pretrain_seed"].isin(grid.pretrain_seeds) & runs["finetune_seed"].isin(grid.finetune_seeds)
-                & runs["replay"].isin(grid.replays) & (runs["rank"].isin(grid.ranks) | (runs["method"] == "full"))]
+    base = runs["method"] == "base"
+    runs = runs[runs["pretrain_seed"].isin(grid.pretrain_seeds) & (base | (
+        runs["finetune_seed"].isin(grid.finetune_seeds) & runs["replay"].isin(grid.replays)
+        & (runs["rank"].isin(grid.ranks) | (runs["method"] == "full"))))]
     table = aggregate(runs)
     args.out.mkdir(parents=True, exist_ok=True)
     write_csv(runs, args.out / "sweep_runs.csv")

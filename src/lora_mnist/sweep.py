@@ -61,14 +61,19 @@ def runs_table(experiments: list[dict]) -> pd.DataFrame:
     """One row per finished experiment (its seeds, rank, replay and headline metrics) from dvc.api.exp_show()
     records; the newest run of a repeated setting wins, runs without results are dropped."""
     df = pd.DataFrame(experiments)
-    needed = ["acc_lora", "acc_full", "pretrain.seed", "finetune.seed", "lora.rank", "finetune.replay"]
+    needed = ["acc_lora", "acc_full", "acc_base", "pretrain.seed", "finetune.seed", "lora.rank", "finetune.replay"]
     if df.empty or not set(needed) <= set(df.columns):
         return pd.DataFrame(columns=["pretrain_seed", "finetune_seed", "rank", "replay", "method", *METRICS])
     df = df.dropna(subset=needed)
     df = df[df["rev"] != "workspace"]  # the workspace repeats one of the experiments
     keys = ["pretrain.seed", "finetune.seed", "lora.rank", "finetune.replay"]
     df = df.sort_values("Created", ascending=False, na_position="last").drop_duplicates(keys)
-    rows = []
+    # The pretrained model alone: one run per pretraining seed (fine-tuning settings do not change it).
+    base = df.drop_duplicates(["pretrain.seed"])
+    rows = [pd.DataFrame({
+        "pretrain_seed": base["pretrain.seed"].astype(int), "finetune_seed": pd.NA, "rank": pd.NA, "replay": pd.NA,
+        "method": "base", **{name: base[f"{prefix}_base"].astype(float) for name, prefix in METRICS.items()},
+    })]
     for method in ("lora", "full"):
         part = pd.DataFrame({
             "pretrain_seed": df["pretrain.seed"].astype(int), "finetune_seed": df["finetune.seed"].astype(int),
@@ -101,7 +106,7 @@ def mean_ci95(values: pd.Series) -> tuple[float, float]:
 
 
 def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per setting (rank, replay, method): n and `<metric>_mean`, `<metric>_ci95` for each metric."""
+    """One row per setting (method base, lora or full; rank; replay): n and `<metric>_mean`, `<metric>_ci95`."""
     rows = []
     for (method, rank, replay), group in runs.groupby(["method", "rank", "replay"], dropna=False, sort=True):
         row = {"rank": rank, "replay": replay, "method": method, "n": len(group)}
@@ -111,7 +116,8 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
     columns = ["rank", "replay", "method", "n", *(f"{m}_{s}" for m in METRICS for s in ("mean", "ci95"))]
     table = pd.DataFrame(rows, columns=columns)
     table["rank"] = table["rank"].astype("Int64")
-    return table.sort_values(["method", "replay", "rank"], ascending=[False, True, True], ignore_index=True)
+    order = table["method"].map({"base": 0, "lora": 1, "full": 2})
+    return table.assign(_o=order).sort_values(["_o", "replay", "rank"], ignore_index=True).drop(columns="_o")
 
 
 def separated(a: pd.Series, b: pd.Series, metric: str) -> bool:
