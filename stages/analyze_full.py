@@ -6,7 +6,8 @@ from lora_mnist.cli import parse_paths, run_stage
 
 
 def main() -> None:
-    args = parse_paths(__doc__, "pretrained", "full", "metrics_out", "numerics_out", "spectrum1_out", "spectrum2_out", "spectrum3_out")
+    args = parse_paths(__doc__, "pretrained", "full", "metrics_out", "numerics_out", "png_out", "spectrum1_out",
+                       "spectrum2_out", "spectrum3_out")
     from lora_mnist.cpu import blas_numerics, pin_blas
 
     pin_blas()  # before numpy loads OpenBLAS: the SVDs and norms then round the same on every machine
@@ -14,13 +15,14 @@ def main() -> None:
     from lora_mnist.analysis import full_spectra
     from lora_mnist.artifacts import write_json
     from lora_mnist.integrity import read_safetensors
-    from lora_mnist.plots import spectrum_rows
+    from lora_mnist.plots import spectrum_rows, write_spectra_png
 
     base, _ = read_safetensors(args.pretrained)
     full, _ = read_safetensors(args.full)
     results = full_spectra(base, full, (args.pretrained, args.full))
     for (name, (_, top)), out in zip(results.items(), (args.spectrum1_out, args.spectrum2_out, args.spectrum3_out)):
         write_json(out, spectrum_rows(top))
+    write_spectra_png(args.png_out, {name: {"full fine-tuning": top} for name, (_, top) in results.items()})
     write_json(args.metrics_out, {
         "layers": {name: stats for name, (stats, _) in results.items()},
         "spectra": {name: top for name, (_, top) in results.items()},

@@ -88,7 +88,7 @@ def test_full_repro_runs_every_stage_and_writes_the_outputs(built: tuple[Repo, s
         assert analyze["layers"][layer]["lora"]["rank_99"] == 1  # a rank-1 update is rank 1
         assert analyze["layers"][layer]["full"]["rank_99"] >= 1
     for rel in ("models/lora/adapter_config.json", "models/lora/adapter_model.safetensors",
-                "plots/evaluate/wrong_per_digit.png", "plots/analyze/spectrum.png", "models/lora/merged.safetensors"):
+                "plots/evaluate/wrong_per_digit.png", "plots/analyze/spectrum_full.png", "models/lora/merged.safetensors"):
         assert (repo.path / rel).is_file(), rel
     assert len((repo.path / "plots/pretrain/loss.tsv").read_text().splitlines()) == 1 + 40
     assert not list(repo.path.rglob(".tmp-*")), "an atomic write left a temp file behind"

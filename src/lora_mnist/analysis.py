@@ -100,18 +100,18 @@ def lora_spectra(
     return out
 
 
-def lora_vs_full(pretrained: str | Path, lora_dir: str | Path, full_metrics: str | Path) -> tuple[dict, dict]:
-    """The metrics JSON layout (per layer: full and LoRA stats; sizes) and, per layer, both top spectra for the
-    plot; the full fine-tuning side comes from analyze_full's metrics file, not recomputed."""
+def lora_vs_full(pretrained: str | Path, lora_dir: str | Path, full_metrics: str | Path) -> dict:
+    """The metrics JSON layout: per layer, full and LoRA stats and the LoRA update's singular values; sizes. The full
+    fine-tuning side comes from analyze_full's metrics file, not recomputed."""
     base, _ = read_safetensors(pretrained)
     lora_dir = Path(lora_dir)  # the PEFT adapter files, beside the fine-tuned model
     adapter, _ = read_safetensors(lora_dir / ADAPTER_WEIGHTS)
     lora = lora_spectra(base, adapter, load_settings(lora_dir), (str(pretrained), str(lora_dir / ADAPTER_WEIGHTS)))
-    full_layers, full_spectra = json_field(full_metrics, "layers"), json_field(full_metrics, "spectra")
+    full_layers = json_field(full_metrics, "layers")
     adapter_bytes = sum((lora_dir / name).stat().st_size for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS))
-    metrics = {
+    return {
         "layers": {n: {"full": full_layers[n], "lora": stats} for n, (stats, _) in lora.items()},
+        "spectra": {"lora": {n: top for n, (_, top) in lora.items()}},
         "size": {"lora": {"trainable_params": sum(t.size for t in adapter.values()), "bytes": adapter_bytes},
                  "full": json_field(full_metrics, "size")},
     }
-    return metrics, {n: {"full": full_spectra[n], "lora": top} for n, (_, top) in lora.items()}
