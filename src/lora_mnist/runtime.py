@@ -57,7 +57,8 @@ def configure_torch(device: torch.device) -> None:
 
 
 def generator(seed: int) -> torch.Generator:
-    """A CPU generator: every random draw (init, shuffle) comes from one of these, never global state."""
+    """A CPU generator for fine-tuning's draws (LoRA init, shuffle). Pretraining alone seeds torch's global generator,
+    as the seed does, so that seed 0 replays the seed's initial weights and data order (pretraining.py)."""
     return torch.Generator().manual_seed(seed)
 
 
