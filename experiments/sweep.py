@@ -29,11 +29,13 @@ def dvc(*args: str, env: dict[str, str] | None = None) -> None:
         sys.exit(f"error: dvc {' '.join(args)} failed:\n{proc.stderr.strip() or proc.stdout.strip()}")
 
 
-def run_grid(grid: Grid, jobs: int) -> None:
-    """Queue the grid and run it; each new pretraining seed first, so that its model is trained once."""
+def run_grid(grid: Grid, jobs: int, anchors: bool = True) -> None:
+    """Queue the grid and run it; with `anchors`, one run per pretraining seed first, so that two workers never
+    train the same new pretrained model at once (each pretraining is ~1 min on one thread)."""
     env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // jobs))}
-    anchors = Grid(grid.pretrain_seeds, grid.finetune_seeds[:1], sorted(grid.ranks)[:1], grid.replays[:1])
-    for phase, batches in (("pretraining seeds", queue_batches(anchors)), ("the rest", queue_batches(grid))):
+    first = Grid(grid.pretrain_seeds, grid.finetune_seeds[:1], sorted(grid.ranks)[:1], grid.replays[:1])
+    phases = [("pretraining seeds", queue_batches(first))] if anchors else []
+    for phase, batches in (*phases, ("the grid", queue_batches(grid))):
         for args in batches:
             dvc("exp", "run", "--queue", *args)
         start = time.perf_counter()
@@ -84,6 +86,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="2 x 2 seeds, ranks 1 and 4, no replay")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel workers (default: cores)")
     parser.add_argument("--report-only", action="store_true", help="tabulate the experiments already run")
+    parser.add_argument("--no-anchors", action="store_true", help="skip the first pass that trains each pretraining "
+                        "seed once (worth it when pretraining is cheap)")
     parser.add_argument("--out", type=Path, default=HERE, help="where the CSVs and the plot go")
     for field, kind in (("pretrain_seeds", int), ("finetune_seeds", int), ("ranks", int), ("replays", float)):
         parser.add_argument("--" + field.replace("_", "-"), type=lambda v, k=kind: tuple(k(x) for x in v.split(",")),
@@ -92,7 +96,7 @@ def main() -> None:
     grid = QUICK if args.quick else FULL
     grid = Grid(**{f: getattr(args, f) or getattr(grid, f) for f in ("pretrain_seeds", "finetune_seeds", "ranks", "replays")})
     if not args.report_only:
-        run_grid(grid, args.jobs)
+        run_grid(grid, args.jobs, anchors=not args.no_anchors)
 
     import dvc.api
 

@@ -90,3 +90,9 @@ def make_repo(base: Path) -> Repo:
     repo.run("git", "init", "-q", "-b", "main")
     repo.commit("project")
     return repo
+
+
+def copy_of(built: tuple[Repo, subprocess.CompletedProcess], dest: Path) -> Repo:
+    """A private copy of a built project (git history, DVC cache and run cache included)."""
+    shutil.copytree(built[0].path, dest, symlinks=True)
+    return Repo(dest, built[0].env)

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import pandas as pd
 import pytest
 import yaml
-from e2e import BIN, Repo, make_repo
+from e2e import BIN, Repo, copy_of
 
 
 @pytest.fixture(scope="module")
-def swept(tmp_path_factory: pytest.TempPathFactory) -> Repo:
-    repo = make_repo(tmp_path_factory.mktemp("sweep"))
-    repo.dvc("repro")
-    repo.commit("results")
+def swept(built: tuple[Repo, subprocess.CompletedProcess], tmp_path_factory: pytest.TempPathFactory) -> Repo:
+    """A copy of the built project after a 2 x 2-seed sweep on two workers (no anchor pass: pretraining is cheap)."""
+    repo = copy_of(built, tmp_path_factory.mktemp("sweep") / "project")
     repo.run(str(BIN / "python"), "experiments/sweep.py", "--pretrain-seeds", "0,1", "--finetune-seeds", "0,1",
-             "--ranks", "2", "--replays", "0.0", "--jobs", "2")
+             "--ranks", "2", "--replays", "0.0", "--jobs", "2", "--no-anchors")
     return repo
 
 
