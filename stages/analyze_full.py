@@ -1,7 +1,5 @@
 """DVC stage `analyze_full`: singular values of the full fine-tuning update, per layer (LoRA changes never re-run it)."""
 
-from pathlib import Path
-
 from lora_mnist.cli import parse_paths, run_stage
 
 
@@ -12,24 +10,17 @@ def main() -> None:
 
     pin_blas()  # before numpy loads OpenBLAS: the SVDs and norms then round the same on every machine
 
-    from lora_mnist.analysis import full_spectra
+    from lora_mnist.analysis import full_report
     from lora_mnist.artifacts import write_json
-    from lora_mnist.integrity import read_safetensors
     from lora_mnist.plots import spectrum_rows, write_spectra_png
 
-    base, _ = read_safetensors(args.pretrained)
-    full, _ = read_safetensors(args.full)
-    results = full_spectra(base, full, (args.pretrained, args.full))
-    for (name, (_, top)), out in zip(results.items(), (args.spectrum1_out, args.spectrum2_out, args.spectrum3_out)):
+    metrics, tops = full_report(args.pretrained, args.full)
+    for top, out in zip(tops.values(), (args.spectrum1_out, args.spectrum2_out, args.spectrum3_out)):
         write_json(out, spectrum_rows(top))
-    write_spectra_png(args.png_out, {name: {"full fine-tuning": top} for name, (_, top) in results.items()})
-    write_json(args.metrics_out, {
-        "layers": {name: stats for name, (stats, _) in results.items()},
-        "spectra": {name: top for name, (_, top) in results.items()},
-        "size": {"trainable_params": sum(t.size for t in base.values()), "bytes": Path(args.full).stat().st_size},
-    })
+    write_spectra_png(args.png_out, {name: {"full fine-tuning": top} for name, top in tops.items()})
+    write_json(args.metrics_out, metrics)
     write_json(args.numerics_out, blas_numerics())
-    print("analyze_full: " + ", ".join(f"{n} rank_90 {s['rank_90']}" for n, (s, _) in results.items()))
+    print("analyze_full: " + ", ".join(f"{n} rank_90 {s['rank_90']}" for n, s in metrics["layers"].items()))
 
 
 if __name__ == "__main__":

@@ -71,6 +71,18 @@ def full_spectra(
     return out
 
 
+def full_report(pretrained: str | Path, full: str | Path) -> tuple[dict, dict[str, list[float]]]:
+    """analyze_full's metrics JSON layout (per layer stats and top spectrum; sizes) and the top spectra."""
+    base, _ = read_safetensors(pretrained)
+    results = full_spectra(base, read_safetensors(full)[0], (str(pretrained), str(full)))
+    tops = {name: top for name, (_, top) in results.items()}
+    metrics = {
+        "layers": {name: stats for name, (stats, _) in results.items()}, "spectra": tops,
+        "size": {"trainable_params": sum(t.size for t in base.values()), "bytes": Path(full).stat().st_size},
+    }
+    return metrics, tops
+
+
 def lora_spectra(
     base: dict[str, np.ndarray], adapter: dict[str, np.ndarray], settings: dict[str, Any],
     sources: tuple[str, str] = ("pretrained", "adapter"),

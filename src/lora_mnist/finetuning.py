@@ -10,10 +10,10 @@ import torch
 from torch import nn
 
 from lora_mnist.adapter import save_adapter
+from lora_mnist.artifacts import read_json
 from lora_mnist.checkpoint import load_model, model_bytes, safetensors_bytes
 from lora_mnist.comparison import compare, read_per_digit
 from lora_mnist.config import FinetuneParams, LoraParams, replay_count
-from lora_mnist.artifacts import read_json
 from lora_mnist.data import load_split, replay_batches
 from lora_mnist.errors import ArtifactError
 from lora_mnist.integrity import read_safetensors
