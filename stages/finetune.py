@@ -13,10 +13,10 @@ def main() -> None:
 
     from lora_mnist.artifacts import write_json
     from lora_mnist.comparison import count_parameters
-    from lora_mnist.config import replay_count
     from lora_mnist.finetuning import finetune_lora, load_finetune_set, save_lora_outputs
     from lora_mnist.plots import write_losses
     from lora_mnist.runtime import configure_torch, numerics, resolve_device
+    from lora_mnist.selection import replay_count
 
     device = resolve_device(params.device)
     configure_torch(device)

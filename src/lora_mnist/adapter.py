@@ -17,9 +17,10 @@ from torch import nn
 from lora_mnist.artifacts import atomic_dir, write_bytes, write_json
 from lora_mnist.checkpoint import safetensors_bytes
 from lora_mnist.errors import ArtifactError
+from lora_mnist.integrity import check_shapes
 from lora_mnist.lora import apply_lora, lora_layers
 from lora_mnist.names import ADAPTER_CONFIG, ADAPTER_WEIGHTS, PEFT_PREFIX, peft_key
-from lora_mnist.peft_config import load_settings
+from lora_mnist.peft_config import adapter_shapes, load_settings
 
 
 def save_adapter(model: nn.Module, out_dir: str | Path, extra: dict[str, bytes] | None = None) -> None:
@@ -74,24 +75,13 @@ def load_adapter(model: nn.Module, adapter_dir: str | Path) -> None:
     except (SafetensorError, OSError, ValueError) as exc:
         raise ArtifactError(f"{weights_path}: not a readable safetensors file ({exc})") from None
 
-    modules = dict(model.named_modules())
-    expected = {}
-    for name in settings["targets"]:
-        layer = modules.get(name)
-        if not isinstance(layer, nn.Linear):
-            raise ArtifactError(f"{config_path}: target module {name!r} is not a Linear layer of the model")
-        expected[peft_key(name, "A")] = (settings["rank"], layer.in_features)
-        expected[peft_key(name, "B")] = (layer.out_features, settings["rank"])
-    for key in sorted(expected.keys() - tensors.keys()):
-        raise ArtifactError(f"{weights_path}: missing tensor {key!r}")
-    for key in sorted(tensors.keys() - expected.keys()):
-        raise ArtifactError(f"{weights_path}: unexpected tensor {key!r}")
-    for key, shape in expected.items():
-        tensor = tensors[key]
+    layers = {name: (m.in_features, m.out_features) for name, m in model.named_modules() if isinstance(m, nn.Linear)}
+    check_shapes({k: tuple(v.shape) for k, v in tensors.items()}, adapter_shapes(settings, layers, config_path),
+                 weights_path)
+    for key, tensor in tensors.items():
         weight_dtype = model.get_submodule(key[len(PEFT_PREFIX):].split(".lora_")[0]).weight.dtype
-        if tuple(tensor.shape) != shape or tensor.dtype != weight_dtype:  # copy_ would cast silently
-            raise ArtifactError(f"{weights_path}: tensor {key!r} has shape {tuple(tensor.shape)} "
-                                f"({tensor.dtype}), expected {shape} ({weight_dtype})")
+        if tensor.dtype != weight_dtype:  # copy_ would cast silently
+            raise ArtifactError(f"{weights_path}: tensor {key!r} is {tensor.dtype}, the model's weight {weight_dtype}")
 
     try:
         # A throwaway generator: the initial A is overwritten, so don't consume the global RNG for it.

@@ -8,11 +8,10 @@ from typing import Any
 import numpy as np
 
 from lora_mnist.artifacts import json_field
-from lora_mnist.config import LINEAR_NAMES, lora_scale
-from lora_mnist.errors import ArtifactError
-from lora_mnist.integrity import read_safetensors
+from lora_mnist.architecture import LINEAR_NAMES, layer_shapes
+from lora_mnist.integrity import check_shapes, read_safetensors
 from lora_mnist.names import ADAPTER_CONFIG, ADAPTER_WEIGHTS, peft_key
-from lora_mnist.peft_config import load_settings
+from lora_mnist.peft_config import adapter_shapes, lora_scale, load_settings
 
 TOP_K = 64  # singular values kept for the spectrum plot
 
@@ -51,23 +50,29 @@ def spectrum_stats(s: np.ndarray, base: np.ndarray) -> tuple[dict[str, float | i
     return stats, [float(v) for v in s[:TOP_K]]
 
 
-def _get(tensors: dict[str, np.ndarray], key: str, source: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
-    """A tensor as float64, or an ArtifactError naming the file and the tensor (missing or misshapen)."""
-    if key not in tensors:
-        raise ArtifactError(f"{source}: missing tensor {key!r}")
-    if shape is not None and tuple(tensors[key].shape) != shape:
-        raise ArtifactError(f"{source}: tensor {key!r} has shape {tuple(tensors[key].shape)}, expected {shape}")
-    return tensors[key].astype(np.float64)
+def _shapes(tensors: dict[str, np.ndarray]) -> dict[str, tuple[int, ...]]:
+    return {k: v.shape for k, v in tensors.items()}
+
+
+def _richboynet(base: dict[str, np.ndarray]) -> dict[str, tuple[int, ...]]:
+    """The tensors (name -> shape) of a RichBoyNet state dict with `base`'s hidden sizes (0 where unreadable)."""
+    h1, h2 = (base[f"{n}.weight"].shape[0] if f"{n}.weight" in base else 0 for n in ("linear1", "linear2"))
+    shapes = {}
+    for name, (n_in, n_out) in layer_shapes(h1, h2).items():
+        shapes[f"{name}.weight"], shapes[f"{name}.bias"] = (n_out, n_in), (n_out,)
+    return shapes
 
 
 def full_spectra(
     base: dict[str, np.ndarray], full: dict[str, np.ndarray], sources: tuple[str, str] = ("pretrained", "full")
 ) -> dict[str, tuple[dict, list[float]]]:
     """Per layer, stats and top spectrum of full fine-tuning's update W_full - W_0 (plain state dicts)."""
+    check_shapes(_shapes(base), _richboynet(base), sources[0])
+    check_shapes(_shapes(full), _shapes(base), sources[1])
     out = {}
     for name in LINEAR_NAMES:
-        w0 = _get(base, f"{name}.weight", sources[0])
-        out[name] = spectrum_stats(singular_values(_get(full, f"{name}.weight", sources[1], w0.shape) - w0), w0)
+        w0 = base[f"{name}.weight"].astype(np.float64)
+        out[name] = spectrum_stats(singular_values(full[f"{name}.weight"].astype(np.float64) - w0), w0)
     return out
 
 
@@ -92,20 +97,15 @@ def lora_spectra(
     `adapter` holds PEFT tensors and `settings` its parsed config; `sources` name the two files in errors.
     """
     base_src, adapter_src = sources
-    unknown = sorted(set(settings["targets"]) - set(LINEAR_NAMES))
-    if unknown:
-        raise ArtifactError(f"{adapter_src}: target_modules {unknown} are not layers of RichBoyNet {list(LINEAR_NAMES)}")
-    expected = {peft_key(n, part) for n in settings["targets"] for part in ("A", "B")}
-    if set(adapter) != expected:
-        raise ArtifactError(f"{adapter_src}: tensors {sorted(adapter)} do not match its config (expected {sorted(expected)})")
-    r, scale = settings["rank"], lora_scale(settings["alpha"], settings["rank"], settings["scaling"])
+    check_shapes(_shapes(base), _richboynet(base), base_src)
+    layers = {name: base[f"{name}.weight"].shape[::-1] for name in LINEAR_NAMES}  # (out, in) -> (in, out)
+    check_shapes(_shapes(adapter), adapter_shapes(settings, layers, adapter_src), adapter_src)
+    scale = lora_scale(settings["alpha"], settings["rank"], settings["scaling"])
     out = {}
     for name in LINEAR_NAMES:
-        w0 = _get(base, f"{name}.weight", base_src)
-        n_out, n_in = w0.shape
+        w0 = base[f"{name}.weight"].astype(np.float64)
         if name in settings["targets"]:
-            b = _get(adapter, peft_key(name, "B"), adapter_src, (n_out, r))
-            s = lowrank_singular_values(b, _get(adapter, peft_key(name, "A"), adapter_src, (r, n_in)), scale)
+            s = lowrank_singular_values(adapter[peft_key(name, "B")], adapter[peft_key(name, "A")], scale)
         else:
             s = np.zeros(1)
         out[name] = spectrum_stats(s, w0)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from lora_mnist.artifacts import json_field
-from lora_mnist.config import N_CLASSES
+from lora_mnist.architecture import N_CLASSES
 from lora_mnist.errors import ArtifactError
 from lora_mnist.names import LORA_MARK
 

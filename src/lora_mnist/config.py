@@ -10,11 +10,10 @@ from typing import Any
 
 import yaml
 
+from lora_mnist.architecture import LINEAR_NAMES, layer_shapes
 from lora_mnist.errors import ConfigError
+from lora_mnist.selection import replay_count
 
-N_PIXELS = 28 * 28
-N_CLASSES = 10
-LINEAR_NAMES = ("linear1", "linear2", "linear3")
 DEVICES = ("cpu", "cuda", "mps", "auto")
 INITS = ("gaussian", "kaiming")
 SCALINGS = ("standard", "rslora")
@@ -101,23 +100,6 @@ class Params:
     target: TargetParams = field(default_factory=TargetParams)
     finetune: FinetuneParams = field(default_factory=FinetuneParams)
     lora: LoraParams = field(default_factory=LoraParams)
-
-
-def layer_shapes(hidden_size_1: int, hidden_size_2: int) -> dict[str, tuple[int, int]]:
-    """(in_features, out_features) of each RichBoyNet Linear layer, without building (or importing) torch."""
-    return {"linear1": (N_PIXELS, hidden_size_1), "linear2": (hidden_size_1, hidden_size_2),
-            "linear3": (hidden_size_2, N_CLASSES)}
-
-
-def lora_scale(alpha: float, rank: int, scaling: str) -> float:
-    """The factor on B @ A: alpha / rank ("standard") or alpha / sqrt(rank) ("rslora")."""
-    return alpha / (rank if scaling == "standard" else math.sqrt(rank))
-
-
-def replay_count(replay: float, batch_size: int) -> int:
-    """Samples per fine-tuning batch drawn from the other digits: replay * batch_size rounded half up,
-    leaving at least one target sample."""
-    return min(math.floor(replay * batch_size + 0.5), batch_size - 1)
 
 
 def _fail(key: str, value: Any, allowed: str) -> ConfigError:

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lora_mnist.config import replay_count
 from lora_mnist.errors import DataError
 from lora_mnist.idx import raw_dir, read_mnist_split
+from lora_mnist.selection import replay_count
 
 MEAN, STD = 0.1307, 0.3081  # the seed's Normalize((0.1307,), (0.3081,))
 

@@ -48,3 +48,15 @@ def max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
     if a.shape != b.shape:
         return float("inf")
     return float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)), initial=0.0))
+
+
+def check_shapes(actual: dict[str, tuple[int, ...]], expected: dict[str, tuple[int, ...]], source: str | Path) -> None:
+    """`actual` (tensor name -> shape) names exactly the tensors of `expected`, with their shapes; else an
+    ArtifactError naming the file and the first offending tensor."""
+    for key in sorted(expected.keys() - actual.keys()):
+        raise ArtifactError(f"{source}: missing tensor {key!r}")
+    for key in sorted(actual.keys() - expected.keys()):
+        raise ArtifactError(f"{source}: unexpected tensor {key!r}")
+    for key in sorted(expected):
+        if tuple(actual[key]) != tuple(expected[key]):
+            raise ArtifactError(f"{source}: tensor {key!r} has shape {tuple(actual[key])}, expected {tuple(expected[key])}")

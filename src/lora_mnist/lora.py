@@ -16,9 +16,10 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from lora_mnist.config import IMPLS, INITS, SCALINGS, lora_scale
+from lora_mnist.config import IMPLS, INITS, SCALINGS
 from lora_mnist.model import RichBoyNet
 from lora_mnist.names import LORA_MARK, plain_name
+from lora_mnist.peft_config import lora_scale
 
 
 # API misuse is a TypeError or ValueError; params.yaml is validated once, in config.py, before any of this runs.

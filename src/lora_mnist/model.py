@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lora_mnist.config import LINEAR_NAMES, N_CLASSES, N_PIXELS, layer_shapes
+from lora_mnist.architecture import LINEAR_NAMES, N_CLASSES, N_PIXELS, layer_shapes
 
 __all__ = ["LINEAR_NAMES", "RichBoyNet", "layer_shapes"]
 

@@ -1,5 +1,5 @@
-"""Reading PEFT's adapter_config.json (torch-free, beside adapter.py which writes it): only the LoRA settings we
-support, anything else an ArtifactError naming the key."""
+"""PEFT's adapter format without torch (adapter.py writes it): reading adapter_config.json (only the LoRA settings
+we support, anything else an ArtifactError naming the key), the scale it implies and the tensors it must hold."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 from lora_mnist.artifacts import read_json
 from lora_mnist.errors import ArtifactError
-from lora_mnist.names import ADAPTER_CONFIG
+from lora_mnist.names import ADAPTER_CONFIG, peft_key
 
 # PEFT settings that would change the forward pass; we only support their neutral value.
 NEUTRAL = {"bias": "none", "fan_in_fan_out": False, "use_dora": False, "lora_bias": False,
@@ -55,3 +55,23 @@ def adapter_settings(config: dict[str, Any], path: str | Path) -> dict[str, Any]
 def load_settings(adapter_dir: str | Path) -> dict[str, Any]:
     """The apply_lora() settings of the adapter in `adapter_dir`, validated."""
     return adapter_settings(read_adapter_config(adapter_dir), Path(adapter_dir) / ADAPTER_CONFIG)
+
+
+def lora_scale(alpha: float, rank: int, scaling: str) -> float:
+    """The factor on B @ A: alpha / rank ("standard") or alpha / sqrt(rank) ("rslora", PEFT's use_rslora)."""
+    return alpha / (rank if scaling == "standard" else math.sqrt(rank))
+
+
+def adapter_shapes(settings: dict[str, Any], layers: dict[str, tuple[int, int]], source: str | Path
+                   ) -> dict[str, tuple[int, int]]:
+    """The tensors an adapter with `settings` must hold for a model whose Linear layers are `layers` (name ->
+    (in, out)): A (r, in) and B (out, r) per target module, under PEFT's keys."""
+    unknown = [t for t in settings["targets"] if t not in layers]
+    if unknown:
+        raise ArtifactError(f"{source}: target_modules {unknown} are not Linear layers of the model {list(layers)}")
+    r = settings["rank"]
+    shapes = {}
+    for name in settings["targets"]:
+        n_in, n_out = layers[name]
+        shapes[peft_key(name, "A")], shapes[peft_key(name, "B")] = (r, n_in), (n_out, r)
+    return shapes

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lora_mnist.config import N_CLASSES
+from lora_mnist.architecture import N_CLASSES
 
 
 @torch.inference_mode()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from lora_mnist.errors import DataError
@@ -36,3 +38,9 @@ def check_enough(size: int, digit: int, batch_size: int) -> None:
             f"(finetune.batch_size = {batch_size}); choose another target.digit or a smaller batch size"
         )
 
+
+
+def replay_count(replay: float, batch_size: int) -> int:
+    """Samples per fine-tuning batch drawn from the other digits: replay * batch_size rounded half up,
+    leaving at least one target sample."""
+    return min(math.floor(replay * batch_size + 0.5), batch_size - 1)
