@@ -22,7 +22,7 @@ def main() -> None:
     indices = target_indices(labels, digit)
     others = np.flatnonzero(labels != digit).astype(np.int64)  # the pool finetune.replay draws from
     tensors = {"indices": indices, "others": others}
-    write_bytes(args.indices_out, canonical_safetensors(save(tensors, metadata={"digit": str(digit)})))
+    write_bytes(args.indices_out, canonical_safetensors(save(tensors)))
     write_json(args.metrics_out, {"digit": digit, "size": len(indices), "others": len(others), "pool": len(labels)})
     print(f"filter: {len(indices)} training images of digit {digit} -> {args.indices_out}")
 

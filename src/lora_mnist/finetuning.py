@@ -13,7 +13,7 @@ from lora_mnist.adapter import save_adapter
 from lora_mnist.artifacts import read_json
 from lora_mnist.checkpoint import load_model, model_bytes, safetensors_bytes
 from lora_mnist.comparison import compare, read_per_digit
-from lora_mnist.config import FinetuneParams, LoraParams, replay_count
+from lora_mnist.config import FinetuneParams, LoraParams
 from lora_mnist.data import load_split, replay_batches
 from lora_mnist.errors import ArtifactError
 from lora_mnist.integrity import read_safetensors
@@ -22,7 +22,7 @@ from lora_mnist.model import RichBoyNet
 from lora_mnist.names import FINETUNED, MERGED
 from lora_mnist.runtime import generator
 from lora_mnist.scoring import accuracy, digit_totals, predict, wrong_counts
-from lora_mnist.selection import check_enough
+from lora_mnist.selection import check_enough, replay_count
 from lora_mnist.train import train
 
 
@@ -38,16 +38,20 @@ class FinetuneSet:
 
 
 def load_finetune_set(data_root: str | Path, indices_path: str | Path, cfg: FinetuneParams) -> FinetuneSet:
-    """Gather the target digit's images chosen by the filter stage, and the replay pool if cfg.replay uses it."""
-    arrays, meta = read_safetensors(indices_path, framework="pt")
-    if set(arrays) != {"indices", "others"} or "digit" not in meta:
-        raise ArtifactError(f"{indices_path}: expected tensors indices, others and a digit (made by the filter stage)")
-    target, others, digit = arrays["indices"], arrays["others"], int(meta["digit"])
-    check_enough(len(target), digit, cfg.batch_size)
+    """Gather the target digit's images chosen by the filter stage, and the replay pool if cfg.replay uses it.
+    The digit is read off the images' labels: select_target.json is the only file that names it."""
+    arrays, _ = read_safetensors(indices_path, framework="pt")
+    if set(arrays) != {"indices", "others"}:
+        raise ArtifactError(f"{indices_path}: expected tensors indices and others (made by the filter stage)")
+    target, others = arrays["indices"], arrays["others"]
     replay = replay_count(cfg.replay, cfg.batch_size) > 0
     rows = torch.cat([target, others]) if replay else target  # no replay: 1/10 of the images to normalise
     images, labels = load_split(data_root, "train", rows=rows)
-    return FinetuneSet(images, labels, len(target), digit)
+    digits = labels[: len(target)].unique().tolist()
+    if len(digits) != 1:
+        raise ArtifactError(f"{indices_path}: the target indices point at images of digits {digits}, not one digit")
+    check_enough(len(target), digits[0], cfg.batch_size)
+    return FinetuneSet(images, labels, len(target), digits[0])
 
 
 def finetune(model: nn.Module, data: FinetuneSet, cfg: FinetuneParams, device: torch.device, desc: str) -> list[float]:
