@@ -12,7 +12,8 @@ def main() -> None:
 
     from lora_mnist.analysis import full_report
     from lora_mnist.artifacts import write_json
-    from lora_mnist.plots import spectrum_rows, write_spectra_png
+    from lora_mnist.figures import write_spectra_png
+    from lora_mnist.plots import spectrum_rows
 
     metrics, tops = full_report(args.pretrained, args.full)
     for top, out in zip(tops.values(), (args.spectrum1_out, args.spectrum2_out, args.spectrum3_out)):

@@ -12,7 +12,8 @@ def main() -> None:
 
     from lora_mnist.artifacts import json_field, write_json
     from lora_mnist.lora_eval import evaluate_lora
-    from lora_mnist.plots import write_confusion, write_wrong_bars
+    from lora_mnist.figures import write_wrong_bars
+    from lora_mnist.plots import write_confusion
     from lora_mnist.runtime import configure_torch, numerics, resolve_device
     from lora_mnist.summary import evaluate_headline
 

@@ -1,4 +1,4 @@
-"""The files DVC renders as plots (TSV/JSON rows) and the PNGs people look at, each written atomically.
+"""The data files DVC renders as plots (TSV/JSON rows), each written atomically; the PNGs are in figures.py.
 
 Written directly, not through DVCLive: the stages log one series after training, and DVCLive's import
 (1.3-1.5 s with pandas) cost more than the pipeline's slowest DVC-only step.
@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from lora_mnist.artifacts import atomic_path, write_bytes, write_json
+from lora_mnist.artifacts import write_bytes, write_json
 
 
 def write_losses(path: str | Path, losses: Sequence[float]) -> None:
@@ -23,51 +23,6 @@ def write_confusion(path: str | Path, labels: Sequence[int], predictions: Sequen
     write_json(path, [{"actual": int(a), "predicted": int(p)} for a, p in zip(labels, predictions, strict=True)])
 
 
-def write_wrong_bars(path: str | Path, wrong: dict[str, list[int]], target: int) -> None:
-    """Per-digit wrong counts of several models side by side, as a PNG bar chart."""
-    fig = _figure(figsize=(7, 3.5), dpi=100)
-    ax = fig.subplots()
-    width = 0.8 / len(wrong)
-    for i, (name, counts) in enumerate(wrong.items()):
-        xs = [d + (i - (len(wrong) - 1) / 2) * width for d in range(10)]
-        bars = ax.bar(xs, counts, width, label=name)
-        ax.bar_label(bars, fontsize=7)
-    ax.set_xticks(range(10))
-    ax.set_xlabel(f"true digit (target: {target})")
-    ax.set_ylabel("wrong predictions (test set)")
-    ax.set_title("Per-digit errors: base model vs LoRA fine-tuned")
-    ax.legend()
-    fig.tight_layout()
-    _save_png(fig, path)
-
-
 def spectrum_rows(values: Sequence[float]) -> list[dict[str, float]]:
     """Singular values as DVC plot rows `{"k": 1.., "sigma": s_k}`."""
     return [{"k": k, "sigma": float(s)} for k, s in enumerate(values, start=1)]
-
-
-def write_spectra_png(path: str | Path, spectra: dict[str, dict[str, list[float]]]) -> None:
-    """Singular values of each layer's update (one panel per layer, one line per method) on a log axis."""
-    fig = _figure(figsize=(4 * len(spectra), 3.2), dpi=100)
-    axes = fig.subplots(1, len(spectra), squeeze=False)
-    for ax, (layer, series) in zip(axes[0], spectra.items()):
-        for name, values in series.items():
-            ax.semilogy(range(1, len(values) + 1), [max(v, 1e-12) for v in values], marker=".", label=name)
-        ax.set_title(f"{layer}: singular values of dW")
-        ax.set_xlabel("k")
-        ax.legend()
-    fig.tight_layout()
-    _save_png(fig, path)
-
-
-def _figure(**kwargs):
-    """A bare matplotlib Figure: no pyplot (global state, GUI backends, 0.3 s more import), imported on demand."""
-    from matplotlib.figure import Figure
-
-    return Figure(**kwargs)
-
-
-def _save_png(fig, path: str | Path) -> None:
-    """Save a figure atomically with no version string in it, so the bytes depend only on the data."""
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", metadata={"Software": None})  # png: matplotlib renders it with Agg
