@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # Stages run `python ...`: put the venv first on PATH so dvc finds the right interpreter.
 RUN := PATH="$(CURDIR)/$(BIN):$$PATH"
 
-.PHONY: setup repro test bench bench-exp sweep sweep-quick clean-venv
+.PHONY: setup repro test bench bench-exp bench-zoo sweep sweep-quick clean-venv
 
 setup: $(STAMP)
 
@@ -30,6 +30,10 @@ bench: setup
 # One new / revisited / queued DVC experiment vs the seed's cells in a warm process (bench/README.md).
 bench-exp: setup
 	$(RUN) python bench/experiments.py
+
+# Swapping a zoo adapter into a live model vs loading a full fine-tuned checkpoint (needs `make repro` first).
+bench-zoo: setup
+	$(RUN) python bench/zoo_switch.py
 
 # Ranks 1, 4, 16 x replay 0 / 0.1 over 3 x 5 seeds, as queued DVC experiments (one worker per core, one
 # thread each); writes experiments/sweep.csv, sweep_runs.csv and sweep.png. Needs `make repro` first.

@@ -20,7 +20,7 @@ PROJECT = ["dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", ".dvc/config",
            "src", "experiments/sweep.py"]
 # Small enough to run in seconds, big enough to learn: 784 -> 32 -> 16 -> 10 on 400 training images.
 SMALL = {"model": {"hidden_size_1": 32, "hidden_size_2": 16}, "pretrain": {"batch_size": 20, "epochs": 2},
-         "finetune": {"steps": 8, "batch_size": 5}}
+         "finetune": {"steps": 8, "batch_size": 5}, "zoo": {"digits": [0, 1], "compose": [0, 1]}}
 
 
 class Repo:

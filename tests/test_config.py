@@ -73,6 +73,13 @@ BAD = [
     ("lora.init", "xavier", "gaussian, kaiming"),
     ("lora.scaling", "sqrt", "standard, rslora"),
     ("lora.impl", "fast", "parametrize, lowrank"),
+    ("zoo.digits", [], "non-empty list of distinct digits"),
+    ("zoo.digits", [1, 1], "distinct digits 0-9"),
+    ("zoo.digits", [3, 10], "digits 0-9"),
+    ("zoo.digits", 3, "list"),
+    ("zoo.compose", [3], "two distinct digits"),
+    ("zoo.compose", [3, 3], "two distinct digits"),
+    ("zoo.compose", [3, "9"], "digits 0-9"),
 ]
 
 
@@ -92,6 +99,13 @@ def test_every_leaf_key_is_covered_by_the_table():
             else:
                 yield prefix + key
     assert set(leaves(DEFAULTS)) == {key for key, _, _ in BAD}
+
+
+def test_composed_digits_must_be_in_the_zoo():
+    raw = with_value("zoo.digits", [3, 5])
+    with pytest.raises(ConfigError, match=r"zoo.compose = \[3, 9\] is invalid: expected two digits of zoo.digits "
+                                          r"\[3, 5\] \(no adapter is trained for \[9\]\)"):
+        parse_params(raw)
 
 
 def test_rank_limit_follows_targets_and_model_size():

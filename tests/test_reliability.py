@@ -14,8 +14,9 @@ from lora_mnist.runtime import resolve_device
 
 ROOT = Path(__file__).resolve().parents[1]
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
-# stage -> number of path arguments it takes (the paths need not exist: params are checked first)
-PARAM_STAGES = {name: len(spec["cmd"].split()) - 3 for name, spec in DVC["stages"].items() if spec.get("params")}
+SPECS = {name: spec.get("do", spec) for name, spec in DVC["stages"].items()}  # foreach: the `do` template
+# stage -> number of arguments it takes (the paths need not exist: params are checked first)
+PARAM_STAGES = {name: len(spec["cmd"].split()) - 3 for name, spec in SPECS.items() if spec.get("params")}
 
 
 def run_stage(stage: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -75,7 +76,7 @@ def test_no_code_path_unpickles_artifacts():
 def test_a_python_without_the_dependencies_gets_one_line_naming_the_fix(stage, tmp_path):
     """What `dvc` run outside the venv does: `python -S` leaves site-packages (yaml, numpy, torch) off the path."""
     (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
-    n_args = len(DVC["stages"][stage]["cmd"].split()) - 3
+    n_args = len(SPECS[stage]["cmd"].split()) - 3
     proc = subprocess.run([sys.executable, "-S", str(ROOT / "stages" / f"{stage}.py"),
                            *(str(tmp_path / f"out{i}") for i in range(n_args))],
                           cwd=tmp_path, env={"PYTHONPATH": str(ROOT / "src")}, capture_output=True, text=True, timeout=60)

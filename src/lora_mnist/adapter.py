@@ -60,11 +60,9 @@ def save_adapter(model: nn.Module, out_dir: str | Path, extra: dict[str, bytes] 
             write_bytes(tmp / name, data)
 
 
-def load_adapter(model: nn.Module, adapter_dir: str | Path) -> None:
-    """Apply LoRA to `model` as the adapter's config says and load its tensors (safetensors, no pickle).
-
-    Everything is checked before the model is touched, so a bad adapter leaves `model` unchanged.
-    """
+def read_adapter(model: nn.Module, adapter_dir: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """The adapter's settings and tensors (safetensors, no pickle), checked against `model`'s Linear layers:
+    exactly PEFT's A (r, in) and B (out, r) per target module, in the dtype of the weight they add to."""
     adapter_dir = Path(adapter_dir)
     config_path, weights_path = adapter_dir / ADAPTER_CONFIG, adapter_dir / ADAPTER_WEIGHTS
     settings = load_settings(adapter_dir)
@@ -74,7 +72,6 @@ def load_adapter(model: nn.Module, adapter_dir: str | Path) -> None:
         tensors = load_file(weights_path)
     except (SafetensorError, OSError, ValueError) as exc:
         raise ArtifactError(f"{weights_path}: not a readable safetensors file ({exc})") from None
-
     layers = {name: (m.in_features, m.out_features) for name, m in model.named_modules() if isinstance(m, nn.Linear)}
     check_shapes({k: tuple(v.shape) for k, v in tensors.items()}, adapter_shapes(settings, layers, config_path),
                  weights_path)
@@ -82,14 +79,38 @@ def load_adapter(model: nn.Module, adapter_dir: str | Path) -> None:
         weight_dtype = model.get_submodule(key[len(PEFT_PREFIX):].split(".lora_")[0]).weight.dtype
         if tensor.dtype != weight_dtype:  # copy_ would cast silently
             raise ArtifactError(f"{weights_path}: tensor {key!r} is {tensor.dtype}, the model's weight {weight_dtype}")
+    return settings, tensors
 
+
+def _copy_factors(model: nn.Module, targets: list[str], tensors: dict[str, torch.Tensor]) -> None:
+    layers = lora_layers(model)
+    with torch.no_grad():
+        for name in targets:
+            layers[name].lora_A.copy_(tensors[peft_key(name, "A")])
+            layers[name].lora_B.copy_(tensors[peft_key(name, "B")])
+
+
+def load_adapter(model: nn.Module, adapter_dir: str | Path) -> None:
+    """Apply LoRA to `model` as the adapter's config says and load its tensors.
+
+    Everything is checked before the model is touched, so a bad adapter leaves `model` unchanged.
+    """
+    settings, tensors = read_adapter(model, adapter_dir)
     try:
         # A throwaway generator: the initial A is overwritten, so don't consume the global RNG for it.
         apply_lora(model, **settings, generator=torch.Generator().manual_seed(0))
     except ValueError as exc:
-        raise ArtifactError(f"{config_path}: cannot apply this adapter to the model: {exc}") from None
-    layers = lora_layers(model)
-    with torch.no_grad():
-        for name in settings["targets"]:
-            layers[name].lora_A.copy_(tensors[peft_key(name, "A")])
-            layers[name].lora_B.copy_(tensors[peft_key(name, "B")])
+        raise ArtifactError(f"{Path(adapter_dir) / ADAPTER_CONFIG}: cannot apply this adapter to the model: {exc}") from None
+    _copy_factors(model, settings["targets"], tensors)
+
+
+def switch_adapter(model: nn.Module, adapter_dir: str | Path) -> None:
+    """Swap the LoRA factors of a model that already carries an adapter for those of another with the same
+    layout (targets, rank, alpha, scaling): the frozen base is neither reloaded nor touched."""
+    settings, tensors = read_adapter(model, adapter_dir)
+    live = {(name, lora.rank, lora.alpha, lora.scaling) for name, lora in lora_layers(model).items()}
+    wanted = {(name, settings["rank"], settings["alpha"], settings["scaling"]) for name in settings["targets"]}
+    if live != wanted:
+        raise ArtifactError(f"{adapter_dir}: its layout {sorted(wanted)} differs from the model's adapter "
+                            f"{sorted(live)}; load it onto a fresh base with load_adapter")
+    _copy_factors(model, settings["targets"], tensors)

@@ -92,6 +92,17 @@ class LoraParams:
 
 
 @dataclass(frozen=True)
+class ZooParams:
+    # One adapter per digit, each trained on that digit's images only (lora.* and finetune.*, without replay).
+    digits: tuple[int, ...] = field(
+        default=tuple(range(10)), metadata=_spec("digits", "a non-empty list of distinct digits 0-9")
+    )
+    # Two digits of the zoo whose adapters are summed, and compared with one adapter trained on both.
+    compose: tuple[int, ...] = field(default=(3, 9), metadata=_spec("digits", "a list of two distinct digits 0-9",
+                                                                     lambda v: len(v) == 2))
+
+
+@dataclass(frozen=True)
 class Params:
     device: str = _choice(DEVICES, default="cpu")  # auto: cuda, then mps, then cpu
     data: DataParams = field(default_factory=DataParams)
@@ -100,10 +111,16 @@ class Params:
     target: TargetParams = field(default_factory=TargetParams)
     finetune: FinetuneParams = field(default_factory=FinetuneParams)
     lora: LoraParams = field(default_factory=LoraParams)
+    zoo: ZooParams = field(default_factory=ZooParams)
 
 
 def _fail(key: str, value: Any, allowed: str) -> ConfigError:
+    value = list(value) if isinstance(value, tuple) else value  # as written in params.yaml
     return ConfigError(f"params: {key} = {value!r} is invalid: expected {allowed}")
+
+
+def _is_digit(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 9
 
 
 def _convert(key: str, value: Any, meta: dict) -> Any:
@@ -122,7 +139,10 @@ def _convert(key: str, value: Any, meta: dict) -> Any:
     elif kind == "str":
         ok = isinstance(value, str) and (not meta["choices"] or value in meta["choices"])
     elif kind == "digit":
-        ok = value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 9)
+        ok = value == "auto" or _is_digit(value)
+    elif kind == "digits":
+        ok = isinstance(value, list) and len(value) > 0 and all(map(_is_digit, value)) and len(set(value)) == len(value)
+        value = tuple(value) if ok else value
     else:  # targets
         ok = (
             isinstance(value, list)
@@ -167,6 +187,10 @@ def parse_params(raw: Any) -> Params:
     if cfg.replay > 0 and replay_count(cfg.replay, cfg.batch_size) == 0:
         raise _fail("finetune.replay", cfg.replay, f"0, or at least {1 / cfg.batch_size:g} so that one sample of "
                     f"each batch of {cfg.batch_size} (finetune.batch_size) comes from the other digits")
+    missing = [d for d in params.zoo.compose if d not in params.zoo.digits]
+    if missing:
+        raise _fail("zoo.compose", list(params.zoo.compose), f"two digits of zoo.digits {list(params.zoo.digits)} "
+                    f"(no adapter is trained for {missing})")
     return params
 
 

@@ -28,13 +28,20 @@ from lora_mnist.train import train
 
 @dataclass(frozen=True)
 class FinetuneSet:
-    """Training images of the target digit first (n_target), then, only when replay draws from them, those of
+    """Training images of the target digit(s) first (n_target), then, only when replay draws from them, those of
     the other digits (n_other; 0 without replay)."""
 
     images: torch.Tensor  # (n_target + n_other, 784)
     labels: torch.Tensor  # (n_target + n_other,)
     n_target: int
-    digit: int
+    digits: tuple[int, ...]  # the target digits: one, except for the zoo's adapter trained on two
+
+    @property
+    def digit(self) -> int:
+        """The one target digit."""
+        if len(self.digits) != 1:
+            raise ValueError(f"this set has {len(self.digits)} target digits {list(self.digits)}, not one")
+        return self.digits[0]
 
 
 def load_finetune_set(data_root: str | Path, indices_path: str | Path, cfg: FinetuneParams) -> FinetuneSet:
@@ -51,7 +58,7 @@ def load_finetune_set(data_root: str | Path, indices_path: str | Path, cfg: Fine
     if len(digits) != 1:
         raise ArtifactError(f"{indices_path}: the target indices point at images of digits {digits}, not one digit")
     check_enough(len(target), digits[0], cfg.batch_size)
-    return FinetuneSet(images, labels, len(target), digits[0])
+    return FinetuneSet(images, labels, len(target), (digits[0],))
 
 
 def finetune(model: nn.Module, data: FinetuneSet, cfg: FinetuneParams, device: torch.device, desc: str) -> list[float]:

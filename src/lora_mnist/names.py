@@ -28,3 +28,4 @@ def lora_factor(key: str) -> tuple[str, str]:
     """(module, "A" | "B") of a fine-tuned LoRA key such as `linear1.parametrizations.weight.0.lora_A`."""
     module, _, part = key.partition(".parametrizations.")
     return module, part.rsplit(LORA_MARK, 1)[-1]
+ZOO_RECORD = "training.json"  # beside each zoo adapter: what was trained, as sha256 digests (for verify)

@@ -10,9 +10,10 @@ import numpy as np
 
 from lora_mnist.artifacts import json_field
 from lora_mnist.errors import ArtifactError
-from lora_mnist.integrity import digest, max_abs_diff, read_safetensors
-from lora_mnist.names import ADAPTER_CONFIG, ADAPTER_WEIGHTS, FINETUNED, LORA_MARK, lora_factor, peft_key, plain_name
-from lora_mnist.peft_config import load_settings
+from lora_mnist.integrity import check_shapes, digest, max_abs_diff, read_safetensors
+from lora_mnist.names import (ADAPTER_CONFIG, ADAPTER_WEIGHTS, FINETUNED, LORA_MARK, ZOO_RECORD, lora_factor, peft_key,
+                              plain_name)
+from lora_mnist.peft_config import adapter_shapes, load_settings
 
 # numpy only: these checks read tensors, they never run a model, so the stage does not pay torch's import.
 
@@ -116,14 +117,47 @@ def check_adapter_config(settings: dict, finetuned: dict[str, np.ndarray], sourc
     return failures
 
 
+def check_digests(proof: Proof, label: str | Path, actual: dict[str, str], expected: dict[str, str],
+                  reference: str) -> list[str]:
+    """Two {tensor: sha256} maps name the same tensors with the same digests."""
+    proof.tensors_checked += len(actual)
+    failures = [f"{label}: tensor {k} is missing" for k in sorted(expected) if k not in actual]
+    failures += [f"{label}: unexpected tensor {k}" for k in sorted(actual) if k not in expected]
+    return failures + [f"{label}: tensor {k} differs from {reference} (sha256)"
+                       for k in sorted(set(actual) & set(expected)) if actual[k] != expected[k]]
+
+
+def check_zoo(proof: Proof, adapter_dirs: list[Path], manifest: dict[str, str], snapshot: dict[str, np.ndarray]) -> None:
+    """Each zoo adapter's training left the base tensors as the snapshot has them, its saved tensors are those
+    training ended with, and its config fits them and the model."""
+    layers = {k[: -len(".weight")]: v.shape[::-1] for k, v in snapshot.items() if k.endswith(".weight")}  # (in, out)
+    base, saved, config = [], [], []
+    for adapter_dir in adapter_dirs:
+        record = adapter_dir / ZOO_RECORD
+        base += check_digests(proof, record, json_field(record, "base_sha256"), manifest, "the snapshot")
+        adapter, _ = read_safetensors(adapter_dir / ADAPTER_WEIGHTS)
+        saved += check_digests(proof, adapter_dir / ADAPTER_WEIGHTS, {k: digest(v) for k, v in adapter.items()},
+                               json_field(record, "adapter_sha256"), "the trained factors")
+        try:
+            settings = load_settings(adapter_dir)
+            check_shapes({k: v.shape for k, v in adapter.items()}, adapter_shapes(settings, layers, adapter_dir),
+                         adapter_dir / ADAPTER_WEIGHTS)
+        except ArtifactError as exc:
+            config.append(str(exc))
+    proof.record("zoo_base_equals_snapshot", base)
+    proof.record("zoo_adapters_equal_trained", saved)
+    proof.record("zoo_configs_match", config)
+
+
 def prove(snapshot_path: str | Path, manifest_path: str | Path, pretrained_path: str | Path,
-          lora_dir: str | Path) -> Proof:
+          lora_dir: str | Path, zoo_dirs: list[Path] = ()) -> Proof:
     """Every check, by name: the snapshot matches its manifest; the pretrained model and the fine-tuned model's
     frozen tensors equal the snapshot; only LoRA was trainable; the adapter's tensors and config match the
-    fine-tuned model's LoRA factors. Files are read, never run."""
+    fine-tuned model's LoRA factors; and, for each of `zoo_dirs`, the checks of check_zoo. Files are read, never run."""
     proof, lora_dir = Proof(), Path(lora_dir)
     snapshot, _ = read_safetensors(snapshot_path)
-    proof.record("snapshot_manifest", check_manifest(snapshot, json_field(manifest_path, "tensors"), snapshot_path))
+    manifest = json_field(manifest_path, "tensors")
+    proof.record("snapshot_manifest", check_manifest(snapshot, manifest, snapshot_path))
     pretrained, _ = read_safetensors(pretrained_path)
     proof.record("pretrained_equals_snapshot", check_same(proof, pretrained_path, pretrained, snapshot))
     finetuned, meta = read_safetensors(lora_dir / FINETUNED)
@@ -135,4 +169,6 @@ def prove(snapshot_path: str | Path, manifest_path: str | Path, pretrained_path:
         proof, lora_dir / ADAPTER_WEIGHTS, adapter, adapter_factors(finetuned), "the fine-tuned model's"))
     proof.record("adapter_config_matches",
                  check_adapter_config(load_settings(lora_dir), finetuned, lora_dir / ADAPTER_CONFIG))
+    if zoo_dirs:
+        check_zoo(proof, [Path(d) for d in zoo_dirs], manifest, snapshot)
     return proof

@@ -30,7 +30,7 @@ def target_indices(labels: np.ndarray, digit: int) -> np.ndarray:
     return indices
 
 
-def check_enough(size: int, digit: int, batch_size: int) -> None:
+def check_enough(size: int, digit: int | list[int], batch_size: int) -> None:
     """Fine-tuning needs at least one full batch of the target digit."""
     if size < batch_size:
         raise DataError(

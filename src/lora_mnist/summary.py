@@ -27,6 +27,14 @@ def full_headline(metrics: dict[str, Any]) -> dict[str, Any]:
             "others_full": metrics["forgetting"]["others_accuracy"]["full"]}
 
 
+def zoo_headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    """How many zoo adapters cut their own digit's errors; the two composed digits' errors, summed vs pair."""
+    adapters = metrics["adapters"].values()
+    models = metrics["composition"]["models"]
+    return {"zoo_improved": sum(a["wrong_lora"] < a["wrong_base"] for a in adapters), "zoo_adapters": len(adapters),
+            "sum_wrong": sum(models["sum"]["wrong"].values()), "pair_wrong": sum(models["pair"]["wrong"].values())}
+
+
 def verify_headline(metrics: dict[str, Any]) -> dict[str, Any]:
     """Did every check pass, over how many tensors."""
     return {"verified": metrics["passed"], "tensors_verified": metrics["tensors_checked"]}

@@ -1,0 +1,32 @@
+"""DVC stage `zoo` (one entry per digit of zoo.digits): a LoRA adapter trained on that digit's images only, on
+the same frozen pretrained model, saved in PEFT's format with a record of what was trained."""
+
+from lora_mnist.cli import parse_paths, run_stage
+
+
+def main() -> None:
+    args = parse_paths(__doc__, "data", "model", "digit", "adapter_out", "numerics_out")
+    from lora_mnist.config import load_params
+    from lora_mnist.errors import ConfigError
+
+    params = load_params()
+    if not (args.digit.isdigit() and 0 <= int(args.digit) <= 9):
+        raise ConfigError(f"zoo: digit {args.digit!r} is not a digit 0-9 (dvc.yaml passes one of zoo.digits)")
+    digit = int(args.digit)
+
+    from lora_mnist.artifacts import write_json
+    from lora_mnist.runtime import configure_torch, numerics, resolve_device
+    from lora_mnist.zoo import digits_set, save_zoo_adapter, train_adapter, training_record
+
+    device = resolve_device(params.device)
+    configure_torch(device)
+    data = digits_set(args.data, [digit], params.target.select_on, params.finetune.batch_size)
+    model, losses = train_adapter(args.model, data, params.finetune, params.lora, device)
+    save_zoo_adapter(model, args.adapter_out, training_record(model, data, losses))
+    write_json(args.numerics_out, numerics(device))
+    print(f"zoo: adapter for digit {digit}, {params.finetune.steps} steps on {data.n_target} images, "
+          f"loss {losses[0]:.4f} -> {losses[-1]:.4f} -> {args.adapter_out}")
+
+
+if __name__ == "__main__":
+    run_stage(main)
