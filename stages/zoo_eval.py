@@ -15,11 +15,14 @@ def main() -> None:
     from lora_mnist.figures import write_zoo_heatmap
     from lora_mnist.runtime import configure_torch, numerics, resolve_device
     from lora_mnist.summary import zoo_headline
-    from lora_mnist.zoo_eval import evaluate_zoo
+    from lora_mnist.zoo_eval import evaluate_zoo, stale_adapters
 
     device = resolve_device(params.device)
     configure_torch(device)
     zoo = params.zoo
+    for stale in stale_adapters(args.zoo, zoo.digits, args.pair):
+        print(f"zoo_eval: warning: {stale} is not in zoo.digits {list(zoo.digits)}; delete it (its digit was removed) "
+              f"so that the models/zoo dependency matches on other machines")
     result = evaluate_zoo(args.data, args.pretrained, args.zoo, args.pair, zoo.digits, zoo.compose, args.full, device)
     write_zoo_heatmap(args.heatmap_out, result.wrong, result.own)
     write_json(args.metrics_out, result.metrics)

@@ -103,12 +103,16 @@ def test_the_experiment_table_holds_only_the_headline_metrics():
     assert "metrics" not in DVC  # no top-level list: each file has one home, its stage
 
 
-def test_a_lora_change_alters_one_dependency_only():
-    """`dvc exp show` adds a hash column for every dependency that differs between experiments: everything
-    the LoRA stages read from finetune comes through one directory, so a rank sweep adds one column."""
+def test_a_lora_change_alters_two_dependencies_only():
+    """`dvc exp show` adds a hash column for every dependency that differs between experiments: everything later
+    stages read from finetune comes through one directory, and from the zoo through another, so a rank sweep
+    adds two columns."""
     lora_outs = {path for path in _entries(SPECS["finetune"], "outs")}
-    downstream = {d for spec in SPECS.values() for d in spec["deps"] if d in lora_outs}
-    assert downstream == {"models/lora"}
+    assert {d for spec in SPECS.values() for d in spec["deps"] if d in lora_outs} == {"models/lora"}
+    zoo_outs = {path for stage in ("zoo", "zoo_pair") for path in _entries(SPECS[stage], "outs")}
+    assert all(path.startswith("models/zoo/") for path in zoo_outs if path.startswith("models/"))
+    zoo_deps = {d for spec in SPECS.values() for d in spec["deps"] if d.startswith("models/zoo")}
+    assert zoo_deps == {"models/zoo"}  # the directory as a whole, never one adapter
 
 
 def test_each_plot_is_declared_once_with_a_title_or_as_an_image():

@@ -177,3 +177,25 @@ def test_the_zoo_ignores_replay(data_root, pretrained):
     a = train_adapter(pretrained, data, CFG, LORA, torch.device("cpu"))[1]
     b = train_adapter(pretrained, data, FinetuneParams(**{**CFG.__dict__, "replay": 0.0}), LORA, torch.device("cpu"))[1]
     assert a == b
+
+
+def test_our_sum_is_what_peft_cat_combination_computes(zoo, pretrained):
+    peft = pytest.importorskip("peft")
+    from lora_mnist.checkpoint import load_model
+
+    model = peft.PeftModel.from_pretrained(load_model(pretrained), zoo / "3", adapter_name="3")
+    model.load_adapter(zoo / "5", adapter_name="5")
+    model.add_weighted_adapter(["3", "5"], [1.0, 1.0], "sum", combination_type="cat")
+    model.set_adapter("sum")
+    images = torch.randn(16, 784, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        torch.testing.assert_close(model(images), summed(pretrained, [zoo / "3", zoo / "5"])(images), atol=1e-5, rtol=1e-5)
+
+
+def test_folders_of_removed_digits_are_reported(tmp_path):
+    from lora_mnist.zoo_eval import stale_adapters
+
+    for name in ("2", "3", "8", "pair"):
+        (tmp_path / name).mkdir()
+    (tmp_path / ".gitignore").write_text("/2\n")
+    assert stale_adapters(tmp_path, [2, 3], tmp_path / "pair") == [str(tmp_path / "8")]

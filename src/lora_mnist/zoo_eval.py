@@ -38,6 +38,13 @@ def adapter_bytes(adapter_dir: str | Path) -> int:
     return sum((Path(adapter_dir) / name).stat().st_size for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS))
 
 
+def stale_adapters(zoo_dir: str | Path, digits: Sequence[int], pair_dir: str | Path) -> list[str]:
+    """Folders in the zoo that are neither an adapter of `digits` nor the pair: left by digits since removed from
+    zoo.digits (DVC keeps the outputs of removed foreach entries), and counted in the zoo directory's hash."""
+    keep = {str(d) for d in digits} | {Path(pair_dir).name}
+    return sorted(str(p) for p in Path(zoo_dir).iterdir() if p.is_dir() and p.name not in keep)
+
+
 def others_accuracy(labels: torch.Tensor, preds: torch.Tensor, digits: Sequence[int]) -> float:
     """Accuracy on the test images whose label is not one of `digits`."""
     others = ~torch.isin(labels, torch.tensor(list(digits)))
