@@ -6,7 +6,7 @@ Both sides start from files on disk (warm page cache) and end with a model ready
   LoRA factors into the model that already holds another adapter (the frozen base stays where it is);
 - full: `load_state(model, read_safetensors(models/full.safetensors))`: read and copy all 2.8 M weights, as a
   deployment of full fine-tuned models would on every switch.
-Each is repeated (`--repeat`, default 50) cycling through the zoo's digits; medians and quartiles in milliseconds.
+Each is repeated (`--repeat`, default 200) cycling through the zoo's digits; medians and quartiles in milliseconds.
 Times depend on the machine and its load: they are recorded with the CPU name, never asserted by tests.
 """
 
@@ -47,7 +47,7 @@ def summary(times: list[float]) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeat", type=int, default=50)
+    parser.add_argument("--repeat", type=int, default=200)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "zoo_switch.json")
     args = parser.parse_args()
     import torch

@@ -114,6 +114,8 @@ TAMPER = [
      ["missing", KEY.format("linear1", "A")]),
     (lambda d: _tamper_tensors(d, lambda t: t.update({KEY.format("linear9", "A"): torch.zeros(2, 3)})),
      ["unexpected", KEY.format("linear9", "A")]),
+    (lambda d: _tamper_tensors(d, lambda t: t.update({KEY.format("linear1", "A"): t[KEY.format("linear1", "A")].double()})),
+     [KEY.format("linear1", "A"), "torch.float64", "torch.float32"]),
     (lambda d: _tamper_config(d, lambda c: c.update(target_modules=["linear1", "linear9"])),
      ["'linear9'", "adapter_config.json"]),
     (lambda d: _tamper_config(d, lambda c: c.update(r=0)), ["r=0", ">= 1"]),
@@ -137,6 +139,21 @@ def test_tampered_adapters_raise_artifact_error(base, images, tmp_path, tamper, 
     for needle in needles:
         assert needle in str(info.value)
     assert not lora_layers(model)  # a bad adapter leaves the model untouched
+
+
+def test_switching_checks_the_new_adapter_as_loading_does(base, images, tmp_path):
+    from lora_mnist.adapter import switch_adapter
+
+    save_adapter(trained(base, images), tmp_path / "a")
+    save_adapter(trained(base, images), tmp_path / "b")
+    model = copy.deepcopy(base)
+    load_adapter(model, tmp_path / "a")
+    _tamper_tensors(tmp_path / "b", lambda t: t.update({KEY.format("linear2", "B"): t[KEY.format("linear2", "B")].double()}))
+    with pytest.raises(ArtifactError, match="float64"):
+        switch_adapter(model, tmp_path / "b")
+    save_adapter(trained(base, images, alpha=2.0), tmp_path / "c")
+    with pytest.raises(ArtifactError, match="layout"):  # alpha 2 vs the live adapter's 4: another scale
+        switch_adapter(model, tmp_path / "c")
 
 
 def test_loading_onto_a_different_model_names_the_tensor(base, images, tmp_path):

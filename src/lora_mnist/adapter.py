@@ -13,6 +13,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
+from torch.nn.utils import parametrize
 
 from lora_mnist.artifacts import atomic_dir, write_bytes, write_json
 from lora_mnist.checkpoint import safetensors_bytes
@@ -72,14 +73,22 @@ def read_adapter(model: nn.Module, adapter_dir: str | Path) -> tuple[dict, dict[
         tensors = load_file(weights_path)
     except (SafetensorError, OSError, ValueError) as exc:
         raise ArtifactError(f"{weights_path}: not a readable safetensors file ({exc})") from None
-    layers = {name: (m.in_features, m.out_features) for name, m in model.named_modules() if isinstance(m, nn.Linear)}
+    linears = {name: m for name, m in model.named_modules() if isinstance(m, nn.Linear)}
+    layers = {name: (m.in_features, m.out_features) for name, m in linears.items()}
     check_shapes({k: tuple(v.shape) for k, v in tensors.items()}, adapter_shapes(settings, layers, config_path),
                  weights_path)
     for key, tensor in tensors.items():
-        weight_dtype = model.get_submodule(key[len(PEFT_PREFIX):].split(".lora_")[0]).weight.dtype
+        weight_dtype = _weight_dtype(linears[key[len(PEFT_PREFIX):].split(".lora_")[0]])
         if tensor.dtype != weight_dtype:  # copy_ would cast silently
             raise ArtifactError(f"{weights_path}: tensor {key!r} is {tensor.dtype}, the model's weight {weight_dtype}")
     return settings, tensors
+
+
+def _weight_dtype(layer: nn.Linear) -> torch.dtype:
+    """The dtype of a Linear layer's frozen weight, without computing W + B @ A when LoRA is already applied."""
+    if parametrize.is_parametrized(layer, "weight"):
+        return layer.parametrizations.weight.original.dtype
+    return layer.weight.dtype
 
 
 def _copy_factors(model: nn.Module, targets: list[str], tensors: dict[str, torch.Tensor]) -> None:
