@@ -42,21 +42,15 @@ def targets_for(rank: int) -> list[str]:
     return ["linear1", "linear2", "linear3"] if rank <= LINEAR3_OUT else ["linear1", "linear2"]
 
 
-# The stages whose headline metrics a sweep reads (with everything upstream of them): the adapter zoo, the
-# spectra and verify are left as they are in the workspace, since each would cost every experiment seconds.
-SWEEP_STAGES = ("evaluate", "finetune_full")
-
-
 def queue_batches(grid: Grid) -> list[list[str]]:
-    """`dvc exp run --queue` argument lists (SWEEP_STAGES, then comma lists DVC expands into their product), one
-    per targets set."""
+    """`dvc exp run --queue` argument lists (comma lists DVC expands into their product), one per targets set."""
     batches = []
     for targets, ranks in itertools.groupby(sorted(grid.ranks), key=lambda r: tuple(targets_for(r))):
         def values(xs: Iterable) -> str:
             return ",".join(str(x) for x in xs)
 
         batches.append([
-            *SWEEP_STAGES, "-S", f"pretrain.seed={values(grid.pretrain_seeds)}", "-S", f"finetune.seed={values(grid.finetune_seeds)}",
+            "-S", f"pretrain.seed={values(grid.pretrain_seeds)}", "-S", f"finetune.seed={values(grid.finetune_seeds)}",
             "-S", f"lora.rank={values(ranks)}", "-S", f"finetune.replay={values(grid.replays)}",
             "-S", f"lora.targets=[{','.join(targets)}]",
         ])
