@@ -28,8 +28,9 @@ def main() -> None:
     write_json(args.metrics_out, result.metrics)
     write_json(args.headline_out, headline := zoo_headline(result.metrics))
     write_json(args.numerics_out, numerics(device))
+    models = result.metrics["composition"]["models"]
     print(f"zoo_eval: {headline['zoo_improved']} of {headline['zoo_adapters']} adapters cut their digit's errors; "
-          f"digits {list(zoo.compose)}: summed adapters {headline['sum_wrong']} errors, pair {headline['pair_wrong']}")
+          f"digits {list(zoo.compose)}: summed adapters {models['sum']['wrong']}, trained together {models['pair']['wrong']}")
 
 
 if __name__ == "__main__":
