@@ -16,16 +16,15 @@ def main() -> None:
 
     from lora_mnist.artifacts import write_json
     from lora_mnist.runtime import configure_torch, numerics, resolve_device
-    from lora_mnist.zoo import digits_set, save_zoo_adapter, train_adapter, training_record
+    from lora_mnist.zoo import make_adapter
 
     device = resolve_device(params.device)
     configure_torch(device)
-    data = digits_set(args.data, [digit], params.target.select_on, params.finetune.batch_size)
-    model, losses = train_adapter(args.model, data, params.finetune, params.lora, device)
-    save_zoo_adapter(model, args.adapter_out, training_record(model, data, losses))
+    record = make_adapter(args.data, args.model, [digit], params.target.select_on, params.finetune, params.lora,
+                          device, args.adapter_out)
     write_json(args.numerics_out, numerics(device))
-    print(f"zoo: adapter for digit {digit}, {params.finetune.steps} steps on {data.n_target} images, "
-          f"loss {losses[0]:.4f} -> {losses[-1]:.4f} -> {args.adapter_out}")
+    print(f"zoo: adapter for digit {digit}, {params.finetune.steps} steps on {record['train_size']} images, "
+          f"loss {record['loss']['first']:.4f} -> {record['loss']['last']:.4f} -> {args.adapter_out}")
 
 
 if __name__ == "__main__":

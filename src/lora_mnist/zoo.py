@@ -52,3 +52,13 @@ def training_record(model: nn.Module, data: FinetuneSet, losses: list[float]) ->
 def save_zoo_adapter(model: nn.Module, out_dir: str | Path, record: dict) -> None:
     """The PEFT adapter and its training record, in one atomic step."""
     save_adapter(model, out_dir, extra={ZOO_RECORD: (json.dumps(record, indent=2, sort_keys=True) + "\n").encode()})
+
+
+def make_adapter(data_root: str | Path, model_path: str | Path, digits: Sequence[int], select_on: str,
+                 cfg: FinetuneParams, lora: LoraParams, device: torch.device, out_dir: str | Path) -> dict:
+    """A zoo adapter for `digits`, trained and saved with its record; returns the record."""
+    data = digits_set(data_root, digits, select_on, cfg.batch_size)
+    model, losses = train_adapter(model_path, data, cfg, lora, device)
+    record = training_record(model, data, losses)
+    save_zoo_adapter(model, out_dir, record)
+    return record
