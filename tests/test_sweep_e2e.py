@@ -9,6 +9,8 @@ import pytest
 import yaml
 from e2e import BIN, Repo, copy_of
 
+pytestmark = pytest.mark.xdist_group("sweep")  # one worker runs the sweep once for both tests
+
 
 @pytest.fixture(scope="module")
 def swept(built: tuple[Repo, subprocess.CompletedProcess], tmp_path_factory: pytest.TempPathFactory) -> Repo:
