@@ -13,16 +13,17 @@ Times depend on the machine and its load: they are recorded with the CPU name, n
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from lora_mnist.adapter import load_adapter, switch_adapter  # noqa: E402
+from lora_mnist.artifacts import write_json  # noqa: E402
 from lora_mnist.checkpoint import load_model, load_state  # noqa: E402
 from lora_mnist.config import load_params  # noqa: E402
 from lora_mnist.cpu import cpu_identity  # noqa: E402
@@ -30,7 +31,7 @@ from lora_mnist.integrity import read_safetensors  # noqa: E402
 from lora_mnist.zoo_eval import adapter_bytes  # noqa: E402
 
 
-def timed(fn, repeat: int) -> list[float]:
+def timed(fn: Callable[[int], object], repeat: int) -> list[float]:
     """Wall time of each of `repeat` calls of fn(i), in milliseconds."""
     times = []
     for i in range(repeat):
@@ -41,18 +42,18 @@ def timed(fn, repeat: int) -> list[float]:
 
 
 def summary(times: list[float]) -> dict[str, float]:
-    q1, median, q3 = statistics.quantiles(times, n=4)
+    """Median and quartiles, in milliseconds to the microsecond."""
+    q1, _, q3 = statistics.quantiles(times, n=4)
     return {"median_ms": round(statistics.median(times), 3), "q1_ms": round(q1, 3), "q3_ms": round(q3, 3)}
 
 
 def main() -> None:
+    """Time both sides, print and write the results."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=200)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "zoo_switch.json")
     args = parser.parse_args()
-    import torch
-
-    torch.set_num_threads(torch.get_num_threads())  # as the stages run: every core
+    import torch  # on every core, as the stages run
     digits = list(load_params(ROOT / "params.yaml").zoo.digits)
     zoo = [ROOT / "models" / "zoo" / str(d) for d in digits]
     pretrained, full = ROOT / "models" / "pretrained.safetensors", ROOT / "models" / "full.safetensors"
@@ -69,8 +70,8 @@ def main() -> None:
         "adapter_bytes_median": statistics.median(adapter_bytes(d) for d in zoo),
         "full_model_bytes": full.stat().st_size,
     }
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_json(args.out, result)
+    print(args.out.read_text(), end="")
 
 
 if __name__ == "__main__":

@@ -18,15 +18,15 @@ def main() -> None:
     from lora_mnist.proof import prove
     from lora_mnist.summary import verify_headline
 
-    zoo_dirs = [Path(args.zoo) / str(digit) for digit in params.zoo.digits] + [Path(args.pair)]
-    proof = prove(args.snapshot, args.manifest, args.pretrained, args.lora, zoo_dirs)
+    zoo = {Path(args.zoo) / str(digit): [digit] for digit in params.zoo.digits} | {Path(args.pair): list(params.zoo.compose)}
+    proof = prove(args.snapshot, args.manifest, args.pretrained, args.lora, zoo)
     metrics = proof.as_metrics()
     write_json(args.metrics_out, metrics)  # written on failure too: it names what failed
     write_json(args.headline_out, verify_headline(metrics))
     if proof.failures:
         raise ArtifactError("verify failed:\n  " + "\n  ".join(proof.failures))
     print(f"verify: passed, {proof.tensors_checked} tensors equal bit for bit (originals to the snapshot, "
-          f"adapter to the fine-tuned LoRA factors, {len(zoo_dirs)} zoo adapters to what was trained); configs match")
+          f"adapter to the fine-tuned LoRA factors, {len(zoo)} zoo adapters to what was trained); configs match")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from lora_mnist.cli import parse_paths, run_stage
 
 
 def main() -> None:
-    args = parse_paths(__doc__, "data", "model", "digit", "adapter_out", "numerics_out")
+    args = parse_paths(__doc__, "data", "model", "digit", "adapter_out")
     from lora_mnist.config import load_params
     from lora_mnist.errors import ConfigError
 
@@ -14,15 +14,13 @@ def main() -> None:
         raise ConfigError(f"zoo: digit {args.digit!r} is not a digit 0-9 (dvc.yaml passes one of zoo.digits)")
     digit = int(args.digit)
 
-    from lora_mnist.artifacts import write_json
-    from lora_mnist.runtime import configure_torch, numerics, resolve_device
+    from lora_mnist.runtime import configure_torch, resolve_device
     from lora_mnist.zoo import make_adapter
 
     device = resolve_device(params.device)
     configure_torch(device)
     record = make_adapter(args.data, args.model, [digit], params.target.select_on, params.finetune, params.lora,
                           device, args.adapter_out)
-    write_json(args.numerics_out, numerics(device))
     print(f"zoo: adapter for digit {digit}, {params.finetune.steps} steps on {record['train_size']} images, "
           f"loss {record['loss']['first']:.4f} -> {record['loss']['last']:.4f} -> {args.adapter_out}")
 

@@ -5,8 +5,8 @@ from lora_mnist.cli import parse_paths, run_stage
 
 
 def main() -> None:
-    args = parse_paths(__doc__, "data", "pretrained", "zoo", "pair", "full", "metrics_out", "headline_out",
-                       "numerics_out", "heatmap_out")
+    args = parse_paths(__doc__, "data", "pretrained", "zoo", "pair", "metrics_out", "headline_out", "numerics_out",
+                       "heatmap_out")
     from lora_mnist.config import load_params
 
     params = load_params()
@@ -23,7 +23,7 @@ def main() -> None:
     for stale in stale_adapters(args.zoo, zoo.digits, args.pair):
         print(f"zoo_eval: warning: {stale} is not in zoo.digits {list(zoo.digits)}; delete it (its digit was removed) "
               f"so that the models/zoo dependency matches on other machines")
-    result = evaluate_zoo(args.data, args.pretrained, args.zoo, args.pair, zoo.digits, zoo.compose, args.full, device)
+    result = evaluate_zoo(args.data, args.pretrained, args.zoo, args.pair, zoo.digits, zoo.compose, device)
     write_zoo_heatmap(args.heatmap_out, result.wrong, result.own)
     write_json(args.metrics_out, result.metrics)
     write_json(args.headline_out, headline := zoo_headline(result.metrics))

@@ -220,7 +220,7 @@ def test_rank_change_reruns_the_lora_stages_and_a_round_trip_restores_them(repo:
 def test_choosing_the_target_on_held_out_images_reruns_from_pretraining(repo: Repo) -> None:
     proc = repo.dvc("exp", "run", "-S", "target.select_on=validation", "evaluate")  # evaluate and what it reads
     assert repo.ran(proc) == {"pretrain", "select_target", "filter", "finetune", "evaluate"}  # pretraining sees only
-    # the first five sixths (the zoo also re-runs in a full repro: test_dvc_yaml checks it lists target.select_on)
+    # the first five sixths (the zoo's digit sets in validation mode: tests/test_zoo.py)
     pretrain = repo.json("metrics/pretrain.json")
     assert pretrain["train_size"] == 400 - 66 and pretrain["validation_size"] == 66
     assert sum(pretrain["validation"]["wrong"].values()) <= 66 and "test" in pretrain

@@ -17,7 +17,7 @@ from lora_mnist.model import RichBoyNet
 from lora_mnist.names import ZOO_RECORD, peft_key
 from lora_mnist.proof import Proof, check_zoo
 from lora_mnist.summary import zoo_headline
-from lora_mnist.zoo import digits_set, save_zoo_adapter, train_adapter, training_record
+from lora_mnist.zoo import digits_set, make_adapter, train_adapter
 from lora_mnist.zoo_eval import others_accuracy, summed
 
 CFG = FinetuneParams(seed=0, steps=4, batch_size=5, lr=0.01, replay=0.5)  # replay is ignored by the zoo
@@ -46,9 +46,7 @@ def zoo(data_root, pretrained, tmp_path_factory):
     """Adapters for digits 3 and 5 and one for both, trained and saved as the stages do."""
     out = tmp_path_factory.mktemp("zoo")
     for name, digits in {"3": [3], "5": [5], "pair": [3, 5]}.items():
-        data = digits_set(data_root, digits, "test", CFG.batch_size)
-        model, losses = train_adapter(pretrained, data, CFG, LORA, torch.device("cpu"))
-        save_zoo_adapter(model, out / name, training_record(model, data, losses))
+        make_adapter(data_root, pretrained, digits, "test", CFG, LORA, torch.device("cpu"), out / name)
     return out
 
 
@@ -63,12 +61,22 @@ def test_a_digit_set_holds_that_digit_only_and_never_the_held_out_images(data_ro
         data.digit  # noqa: B018
 
 
+def test_too_few_images_for_a_batch_names_the_zoo_param(data_root):
+    from lora_mnist.errors import DataError
+
+    with pytest.raises(DataError, match=r"digit 3 has \d+ training samples, fewer than one batch .* zoo.digits"):
+        digits_set(data_root, [3], "test", 1000)
+    with pytest.raises(DataError, match=r"digit \[3, 5\] has .* choose another zoo.compose"):
+        digits_set(data_root, [3, 5], "test", 1000, knob="zoo.compose")
+
+
 def test_the_record_holds_the_trained_factors_and_the_untouched_base(zoo, pretrained):
     from lora_mnist.integrity import tensor_digests
 
     record = json.loads((zoo / "3" / ZOO_RECORD).read_text())
     assert record["base_sha256"] == tensor_digests(pretrained)
     assert record["digits"] == [3] and record["loss"]["first"] > 0
+    assert record["numerics"]["torch_device"] == "cpu" and "cpu" in record["numerics"]  # how it was computed
     from safetensors.numpy import load_file
 
     saved = load_file(zoo / "3" / "adapter_model.safetensors")
@@ -131,16 +139,19 @@ def _manifest_and_snapshot(pretrained):
 
 def test_verify_passes_an_honest_zoo(zoo, pretrained):
     proof = Proof()
-    check_zoo(proof, [zoo / "3", zoo / "5", zoo / "pair"], *_manifest_and_snapshot(pretrained))
+    check_zoo(proof, {zoo / "3": [3], zoo / "5": [5], zoo / "pair": [3, 5]}, *_manifest_and_snapshot(pretrained))
     assert proof.failures == [] and proof.checks == {
-        "zoo_base_equals_snapshot": True, "zoo_adapters_equal_trained": True, "zoo_configs_match": True}
+        "zoo_base_equals_snapshot": True, "zoo_adapters_equal_trained": True,
+        "zoo_adapters_readable_and_consistent": True}
     assert proof.tensors_checked == 3 * (6 + 6)  # per adapter: 6 base tensors, 6 factors
 
 
 @pytest.mark.parametrize("tamper,check,needle", [
     ("adapter", "zoo_adapters_equal_trained", "linear2.lora_B.weight differs from the trained factors"),
     ("record", "zoo_base_equals_snapshot", "tensor linear1.weight differs from the snapshot"),
-    ("config", "zoo_configs_match", "has shape (2, 784), expected (3, 784)"),
+    ("config", "zoo_adapters_readable_and_consistent", "has shape (2, 784), expected (3, 784)"),
+    ("digits", "zoo_adapters_readable_and_consistent", "trained on digits [3], expected [5]"),
+    ("missing", "zoo_adapters_readable_and_consistent", "adapter_model.safetensors: file not found"),
 ])
 def test_verify_names_what_moved_in_a_zoo_adapter(zoo, pretrained, tmp_path, tamper, check, needle):
     import shutil
@@ -157,11 +168,13 @@ def test_verify_names_what_moved_in_a_zoo_adapter(zoo, pretrained, tmp_path, tam
         record = json.loads((victim / ZOO_RECORD).read_text())
         record["base_sha256"]["linear1.weight"] = "0" * 64
         (victim / ZOO_RECORD).write_text(json.dumps(record))
-    else:
+    elif tamper == "config":
         config = json.loads((victim / "adapter_config.json").read_text())
         (victim / "adapter_config.json").write_text(json.dumps({**config, "r": 3}))
-    proof = Proof()
-    check_zoo(proof, [zoo / "5", victim], *_manifest_and_snapshot(pretrained))
+    elif tamper == "missing":
+        (victim / "adapter_model.safetensors").unlink()
+    proof = Proof()  # "digits": digit 3's adapter where digit 5's should be
+    check_zoo(proof, {zoo / "5": [5], victim: [5 if tamper == "digits" else 3]}, *_manifest_and_snapshot(pretrained))
     assert proof.checks[check] is False
     assert any(needle in f and str(victim) in f for f in proof.failures), proof.failures
 

@@ -127,33 +127,37 @@ def check_digests(proof: Proof, label: str | Path, actual: dict[str, str], expec
                        for k in sorted(set(actual) & set(expected)) if actual[k] != expected[k]]
 
 
-def check_zoo(proof: Proof, adapter_dirs: list[Path], manifest: dict[str, str], snapshot: dict[str, np.ndarray]) -> None:
-    """Each zoo adapter's training left the base tensors as the snapshot has them, its saved tensors are those
-    training ended with, and its config fits them and the model."""
+def check_zoo(proof: Proof, adapters: dict[Path, list[int]], manifest: dict[str, str],
+              snapshot: dict[str, np.ndarray]) -> None:
+    """For each zoo adapter (folder -> the digits it must be trained on): its record names those digits, training
+    left the base tensors as the snapshot has them, its saved tensors are those training ended with (the digests
+    recorded then), and its config fits them and the model. A missing or unreadable file is a failure too."""
     layers = {k[: -len(".weight")]: v.shape[::-1] for k, v in snapshot.items() if k.endswith(".weight")}  # (in, out)
     base, saved, config = [], [], []
-    for adapter_dir in adapter_dirs:
+    for adapter_dir, digits in adapters.items():
         record = adapter_dir / ZOO_RECORD
-        base += check_digests(proof, record, json_field(record, "base_sha256"), manifest, "the snapshot")
-        adapter, _ = read_safetensors(adapter_dir / ADAPTER_WEIGHTS)
-        saved += check_digests(proof, adapter_dir / ADAPTER_WEIGHTS, {k: digest(v) for k, v in adapter.items()},
-                               json_field(record, "adapter_sha256"), "the trained factors")
         try:
-            settings = load_settings(adapter_dir)
-            check_shapes({k: v.shape for k, v in adapter.items()}, adapter_shapes(settings, layers, adapter_dir),
-                         adapter_dir / ADAPTER_WEIGHTS)
+            trained_on = json_field(record, "digits")
+            if trained_on != list(digits):
+                config.append(f"{record}: trained on digits {trained_on}, expected {list(digits)}")
+            base += check_digests(proof, record, json_field(record, "base_sha256"), manifest, "the snapshot")
+            adapter, _ = read_safetensors(adapter_dir / ADAPTER_WEIGHTS)
+            saved += check_digests(proof, adapter_dir / ADAPTER_WEIGHTS, {k: digest(v) for k, v in adapter.items()},
+                                   json_field(record, "adapter_sha256"), "the trained factors")
+            check_shapes({k: v.shape for k, v in adapter.items()},
+                         adapter_shapes(load_settings(adapter_dir), layers, adapter_dir), adapter_dir / ADAPTER_WEIGHTS)
         except ArtifactError as exc:
             config.append(str(exc))
     proof.record("zoo_base_equals_snapshot", base)
     proof.record("zoo_adapters_equal_trained", saved)
-    proof.record("zoo_configs_match", config)
+    proof.record("zoo_adapters_readable_and_consistent", config)
 
 
 def prove(snapshot_path: str | Path, manifest_path: str | Path, pretrained_path: str | Path,
-          lora_dir: str | Path, zoo_dirs: list[Path] = ()) -> Proof:
+          lora_dir: str | Path, zoo: dict[Path, list[int]] | None = None) -> Proof:
     """Every check, by name: the snapshot matches its manifest; the pretrained model and the fine-tuned model's
     frozen tensors equal the snapshot; only LoRA was trainable; the adapter's tensors and config match the
-    fine-tuned model's LoRA factors; and, for each of `zoo_dirs`, the checks of check_zoo. Files are read, never run."""
+    fine-tuned model's LoRA factors; and, for each adapter of `zoo`, the checks of check_zoo. Files are read, never run."""
     proof, lora_dir = Proof(), Path(lora_dir)
     snapshot, _ = read_safetensors(snapshot_path)
     manifest = json_field(manifest_path, "tensors")
@@ -169,6 +173,6 @@ def prove(snapshot_path: str | Path, manifest_path: str | Path, pretrained_path:
         proof, lora_dir / ADAPTER_WEIGHTS, adapter, adapter_factors(finetuned), "the fine-tuned model's"))
     proof.record("adapter_config_matches",
                  check_adapter_config(load_settings(lora_dir), finetuned, lora_dir / ADAPTER_CONFIG))
-    if zoo_dirs:
-        check_zoo(proof, [Path(d) for d in zoo_dirs], manifest, snapshot)
+    if zoo:
+        check_zoo(proof, {Path(d): digits for d, digits in zoo.items()}, manifest, snapshot)
     return proof

@@ -30,14 +30,13 @@ def target_indices(labels: np.ndarray, digit: int) -> np.ndarray:
     return indices
 
 
-def check_enough(size: int, digit: int | list[int], batch_size: int) -> None:
-    """Fine-tuning needs at least one full batch of the target digit."""
+def check_enough(size: int, digit: int | list[int], batch_size: int, knob: str = "target.digit") -> None:
+    """Fine-tuning needs at least one full batch of its digit(s); `knob` is the param that chose them."""
     if size < batch_size:
         raise DataError(
-            f"target digit {digit} has {size} training samples, fewer than one batch "
-            f"(finetune.batch_size = {batch_size}); choose another target.digit or a smaller batch size"
+            f"digit {digit} has {size} training samples, fewer than one batch "
+            f"(finetune.batch_size = {batch_size}); choose another {knob} or a smaller batch size"
         )
-
 
 
 def replay_count(replay: float, batch_size: int) -> int:

@@ -19,15 +19,18 @@ from lora_mnist.finetuning import FinetuneSet, finetune_lora
 from lora_mnist.idx import raw_dir, read_idx
 from lora_mnist.integrity import digest
 from lora_mnist.names import LORA_MARK, ZOO_RECORD, lora_factor, peft_key, plain_name
+from lora_mnist.runtime import numerics
 from lora_mnist.selection import check_enough, validation_size
 
 
-def digits_set(data_root: str | Path, digits: Sequence[int], select_on: str, batch_size: int) -> FinetuneSet:
-    """Every training image of `digits` that fine-tuning may see (never the held-out validation images)."""
+def digits_set(data_root: str | Path, digits: Sequence[int], select_on: str, batch_size: int,
+               knob: str = "zoo.digits") -> FinetuneSet:
+    """Every training image of `digits` that fine-tuning may see (never the held-out validation images); too few
+    for one batch is a DataError naming `knob`, the param that chose the digits."""
     labels = read_idx(raw_dir(data_root) / "train-labels-idx1-ubyte")
     pool = labels[: len(labels) - validation_size(len(labels), select_on)]
     rows = np.flatnonzero(np.isin(pool, list(digits))).astype(np.int64)
-    check_enough(len(rows), digits[0] if len(digits) == 1 else list(digits), batch_size)
+    check_enough(len(rows), digits[0] if len(digits) == 1 else list(digits), batch_size, knob)
     images, chosen = load_split(data_root, "train", rows=torch.from_numpy(rows))
     return FinetuneSet(images, chosen, len(rows), tuple(digits))
 
@@ -55,10 +58,12 @@ def save_zoo_adapter(model: nn.Module, out_dir: str | Path, record: dict) -> Non
 
 
 def make_adapter(data_root: str | Path, model_path: str | Path, digits: Sequence[int], select_on: str,
-                 cfg: FinetuneParams, lora: LoraParams, device: torch.device, out_dir: str | Path) -> dict:
-    """A zoo adapter for `digits`, trained and saved with its record; returns the record."""
-    data = digits_set(data_root, digits, select_on, cfg.batch_size)
+                 cfg: FinetuneParams, lora: LoraParams, device: torch.device, out_dir: str | Path,
+                 knob: str = "zoo.digits") -> dict:
+    """A zoo adapter for `digits`, trained and saved with its record (which includes how it was computed, so that
+    the adapter's folder is all there is of it); returns the record. `knob` names the param in errors."""
+    data = digits_set(data_root, digits, select_on, cfg.batch_size, knob)
     model, losses = train_adapter(model_path, data, cfg, lora, device)
-    record = training_record(model, data, losses)
+    record = training_record(model, data, losses) | {"numerics": numerics(device)}
     save_zoo_adapter(model, out_dir, record)
     return record

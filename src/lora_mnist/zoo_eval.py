@@ -19,8 +19,9 @@ from lora_mnist.lora import merge
 from lora_mnist.names import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 from lora_mnist.scoring import predict, wrong_counts
 
-SUM_METHOD = ("sum of the two updates, W + s B_a A_a + s B_b A_b: PEFT's add_weighted_adapter with "
-              "combination_type='cat' and weights [1, 1] (its 'linear' type mixes the factors, adding cross terms)")
+SUM_METHOD = ("sum of the two updates, W + s B_a A_a + s B_b A_b: with standard scaling, what PEFT's "
+              "add_weighted_adapter computes with combination_type='cat' and weights [1, 1] (with use_rslora PEFT "
+              "scales that sum by sqrt(2r); its 'linear' type mixes the factors, adding cross terms)")
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ def stale_adapters(zoo_dir: str | Path, digits: Sequence[int], pair_dir: str | P
 
 def others_accuracy(labels: torch.Tensor, preds: torch.Tensor, digits: Sequence[int]) -> float:
     """Accuracy on the test images whose label is not one of `digits`."""
-    others = ~torch.isin(labels, torch.tensor(list(digits)))
+    others = ~torch.isin(labels, torch.tensor(list(digits), device=labels.device))
     return float((preds[others] == labels[others]).double().mean())
 
 
@@ -61,10 +62,10 @@ def summed(pretrained: str | Path, adapter_dirs: Sequence[str | Path]) -> nn.Mod
 
 
 def evaluate_zoo(data_root: str | Path, pretrained: str | Path, zoo_dir: str | Path, pair_dir: str | Path,
-                 digits: Sequence[int], compose: Sequence[int], full_model: str | Path,
-                 device: torch.device) -> ZooEvaluation:
+                 digits: Sequence[int], compose: Sequence[int], device: torch.device) -> ZooEvaluation:
     """Score the base, each zoo adapter (swapped into one live model), their sum for `compose` and the adapter
-    trained on both `compose` digits (`pair_dir`)."""
+    trained on both `compose` digits (`pair_dir`). Sizes compare each adapter with a whole-model checkpoint, the
+    pretrained one (a fully fine-tuned model has the very same tensors)."""
     images, labels = load_split(data_root, "test")
     images = images.to(device)
     base = load_model(pretrained).to(device)
@@ -94,7 +95,7 @@ def evaluate_zoo(data_root: str | Path, pretrained: str | Path, zoo_dir: str | P
         "models": {key: {"wrong": {str(a): wrong[row][a], str(b): wrong[row][b]},
                          "others_accuracy": others_accuracy(labels, preds[row], compose)} for key, row in rows.items()},
     }
-    full_bytes = Path(full_model).stat().st_size
+    full_bytes = Path(pretrained).stat().st_size
     median_bytes = statistics.median(entry["bytes"] for entry in adapters.values())
     metrics = {
         "device": device.type, "digits": list(digits), "base": {"wrong": per_digit(wrong["base"])},
