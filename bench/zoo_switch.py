@@ -28,7 +28,7 @@ from lora_mnist.checkpoint import load_model, load_state  # noqa: E402
 from lora_mnist.config import load_params  # noqa: E402
 from lora_mnist.cpu import cpu_identity  # noqa: E402
 from lora_mnist.integrity import read_safetensors  # noqa: E402
-from lora_mnist.zoo_eval import adapter_bytes  # noqa: E402
+from lora_mnist.peft_config import adapter_bytes  # noqa: E402
 
 
 def timed(fn: Callable[[int], object], repeat: int) -> list[float]:

@@ -13,12 +13,12 @@ def main() -> None:
     from lora_mnist.artifacts import json_field, write_bytes, write_json
     from lora_mnist.idx import raw_dir, read_idx
     from lora_mnist.integrity import canonical_safetensors
-    from lora_mnist.selection import target_indices, validation_size
+    from lora_mnist.selection import fine_tuning_pool, target_indices
 
     digit = int(json_field(args.selection, "target", "digit"))
     labels = read_idx(raw_dir(args.data) / "train-labels-idx1-ubyte")
     # With target.select_on = validation, the last images chose the target: fine-tuning must not see them.
-    labels = labels[: len(labels) - validation_size(len(labels), json_field(args.selection, "target", "chosen_on"))]
+    labels = fine_tuning_pool(labels, json_field(args.selection, "target", "chosen_on"))
     indices = target_indices(labels, digit)
     others = np.flatnonzero(labels != digit).astype(np.int64)  # the pool finetune.replay draws from
     tensors = {"indices": indices, "others": others}

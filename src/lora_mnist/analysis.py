@@ -10,8 +10,8 @@ import numpy as np
 from lora_mnist.artifacts import json_field
 from lora_mnist.architecture import LINEAR_NAMES, layer_shapes
 from lora_mnist.integrity import check_shapes, read_safetensors
-from lora_mnist.names import ADAPTER_CONFIG, ADAPTER_WEIGHTS, peft_key
-from lora_mnist.peft_config import adapter_shapes, lora_scale, load_settings
+from lora_mnist.names import ADAPTER_WEIGHTS, peft_key
+from lora_mnist.peft_config import adapter_bytes, adapter_shapes, load_settings, lora_scale
 
 TOP_K = 64  # singular values kept for the spectrum plot
 
@@ -120,10 +120,9 @@ def lora_vs_full(pretrained: str | Path, lora_dir: str | Path, full_metrics: str
     adapter, _ = read_safetensors(lora_dir / ADAPTER_WEIGHTS)
     lora = lora_spectra(base, adapter, load_settings(lora_dir), (str(pretrained), str(lora_dir / ADAPTER_WEIGHTS)))
     full_layers = json_field(full_metrics, "layers")
-    adapter_bytes = sum((lora_dir / name).stat().st_size for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS))
     return {
         "layers": {n: {"full": full_layers[n], "lora": stats} for n, (stats, _) in lora.items()},
         "spectra": {"lora": {n: top for n, (_, top) in lora.items()}},
-        "size": {"lora": {"trainable_params": sum(t.size for t in adapter.values()), "bytes": adapter_bytes},
+        "size": {"lora": {"trainable_params": sum(t.size for t in adapter.values()), "bytes": adapter_bytes(lora_dir)},
                  "full": json_field(full_metrics, "size")},
     }

@@ -72,9 +72,14 @@ def write_bytes(path: str | Path, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
+def json_bytes(obj: Any) -> bytes:
+    """`obj` as stable, indented JSON: sorted keys, trailing newline."""
+    return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
+
+
 def write_json(path: str | Path, obj: Any) -> None:
-    """Write `obj` as stable, indented JSON (sorted keys, trailing newline) atomically."""
-    write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+    """Write `obj` as stable JSON (json_bytes) atomically."""
+    write_bytes(path, json_bytes(obj))
 
 
 def read_json(path: str | Path) -> Any:

@@ -9,7 +9,7 @@ from typing import Any
 
 from lora_mnist.artifacts import read_json
 from lora_mnist.errors import ArtifactError
-from lora_mnist.names import ADAPTER_CONFIG, peft_key
+from lora_mnist.names import ADAPTER_CONFIG, ADAPTER_WEIGHTS, peft_key
 
 # PEFT settings that would change the forward pass; we only support their neutral value.
 NEUTRAL = {"bias": "none", "fan_in_fan_out": False, "use_dora": False, "lora_bias": False,
@@ -55,6 +55,11 @@ def adapter_settings(config: dict[str, Any], path: str | Path) -> dict[str, Any]
 def load_settings(adapter_dir: str | Path) -> dict[str, Any]:
     """The apply_lora() settings of the adapter in `adapter_dir`, validated."""
     return adapter_settings(read_adapter_config(adapter_dir), Path(adapter_dir) / ADAPTER_CONFIG)
+
+
+def adapter_bytes(adapter_dir: str | Path) -> int:
+    """Bytes of what PEFT loads from an adapter directory: the config and the tensors."""
+    return sum((Path(adapter_dir) / name).stat().st_size for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS))
 
 
 def lora_scale(alpha: float, rank: int, scaling: str) -> float:

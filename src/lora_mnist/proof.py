@@ -63,13 +63,18 @@ def check_manifest(snapshot: dict[str, np.ndarray], manifest: dict[str, str], so
     return failures
 
 
+def _names_differ(label: str | Path, actual: dict, expected: dict) -> list[str]:
+    """A failure line per tensor name in `expected` but not `actual`, and the other way round."""
+    return ([f"{label}: tensor {k} is missing" for k in sorted(expected) if k not in actual]
+            + [f"{label}: unexpected tensor {k}" for k in sorted(actual) if k not in expected])
+
+
 def check_same(
     proof: Proof, label: str, tensors: dict[str, np.ndarray], snapshot: dict[str, np.ndarray],
     reference: str = "the snapshot",
 ) -> list[str]:
     """`tensors` hold exactly the tensors of `snapshot` (named as there), bit for bit."""
-    failures = [f"{label}: tensor {k} is missing" for k in sorted(snapshot) if k not in tensors]
-    failures += [f"{label}: unexpected tensor {k}" for k in sorted(tensors) if k not in snapshot]
+    failures = _names_differ(label, tensors, snapshot)
     for name in sorted(set(tensors) & set(snapshot)):
         failures += proof.compare(label, name, tensors[name], snapshot[name], reference)
     return failures
@@ -121,9 +126,7 @@ def check_digests(proof: Proof, label: str | Path, actual: dict[str, str], expec
                   reference: str) -> list[str]:
     """Two {tensor: sha256} maps name the same tensors with the same digests."""
     proof.tensors_checked += len(actual)
-    failures = [f"{label}: tensor {k} is missing" for k in sorted(expected) if k not in actual]
-    failures += [f"{label}: unexpected tensor {k}" for k in sorted(actual) if k not in expected]
-    return failures + [f"{label}: tensor {k} differs from {reference} (sha256)"
+    return _names_differ(label, actual, expected) + [f"{label}: tensor {k} differs from {reference} (sha256)"
                        for k in sorted(set(actual) & set(expected)) if actual[k] != expected[k]]
 
 

@@ -15,6 +15,12 @@ def validation_size(n_train: int, select_on: str) -> int:
     return n_train // 6 if select_on == "validation" else 0
 
 
+def fine_tuning_pool(labels: np.ndarray, select_on: str) -> np.ndarray:
+    """The training labels fine-tuning may draw from: all but the held-out validation images, which chose the
+    target in `validation` mode."""
+    return labels[: len(labels) - validation_size(len(labels), select_on)]
+
+
 def choose_target(wrong: list[int], digit: int | str) -> int:
     """`auto`: the most-wrong digit, ties to the smallest; otherwise the given digit."""
     if digit == "auto":

@@ -3,7 +3,6 @@ what was trained so that verify can check the saved files against it."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -13,14 +12,16 @@ import torch
 from torch import nn
 
 from lora_mnist.adapter import save_adapter
+from lora_mnist.artifacts import json_bytes
 from lora_mnist.config import FinetuneParams, LoraParams
 from lora_mnist.data import load_split
 from lora_mnist.finetuning import FinetuneSet, finetune_lora
 from lora_mnist.idx import raw_dir, read_idx
 from lora_mnist.integrity import digest
-from lora_mnist.names import LORA_MARK, ZOO_RECORD, lora_factor, peft_key, plain_name
+from lora_mnist.names import ZOO_RECORD
+from lora_mnist.proof import adapter_factors, finetuned_base
 from lora_mnist.runtime import numerics
-from lora_mnist.selection import check_enough, validation_size
+from lora_mnist.selection import check_enough, fine_tuning_pool
 
 
 def digits_set(data_root: str | Path, digits: Sequence[int], select_on: str, batch_size: int,
@@ -28,8 +29,7 @@ def digits_set(data_root: str | Path, digits: Sequence[int], select_on: str, bat
     """Every training image of `digits` that fine-tuning may see (never the held-out validation images); too few
     for one batch is a DataError naming `knob`, the param that chose the digits."""
     labels = read_idx(raw_dir(data_root) / "train-labels-idx1-ubyte")
-    pool = labels[: len(labels) - validation_size(len(labels), select_on)]
-    rows = np.flatnonzero(np.isin(pool, list(digits))).astype(np.int64)
+    rows = np.flatnonzero(np.isin(fine_tuning_pool(labels, select_on), list(digits))).astype(np.int64)
     check_enough(len(rows), digits[0] if len(digits) == 1 else list(digits), batch_size, knob)
     images, chosen = load_split(data_root, "train", rows=torch.from_numpy(rows))
     return FinetuneSet(images, chosen, len(rows), tuple(digits))
@@ -47,14 +47,14 @@ def training_record(model: nn.Module, data: FinetuneSet, losses: list[float]) ->
     state = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
     return {
         "digits": list(data.digits), "train_size": data.n_target, "loss": {"first": losses[0], "last": losses[-1]},
-        "base_sha256": {name: digest(v) for k, v in sorted(state.items()) if (name := plain_name(k)) is not None},
-        "adapter_sha256": {peft_key(*lora_factor(k)): digest(v) for k, v in sorted(state.items()) if LORA_MARK in k},
+        "base_sha256": {name: digest(v) for name, v in sorted(finetuned_base(state).items())},
+        "adapter_sha256": {key: digest(v) for key, v in sorted(adapter_factors(state).items())},
     }
 
 
 def save_zoo_adapter(model: nn.Module, out_dir: str | Path, record: dict) -> None:
     """The PEFT adapter and its training record, in one atomic step."""
-    save_adapter(model, out_dir, extra={ZOO_RECORD: (json.dumps(record, indent=2, sort_keys=True) + "\n").encode()})
+    save_adapter(model, out_dir, extra={ZOO_RECORD: json_bytes(record)})
 
 
 def make_adapter(data_root: str | Path, model_path: str | Path, digits: Sequence[int], select_on: str,

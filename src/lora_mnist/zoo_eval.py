@@ -16,7 +16,7 @@ from lora_mnist.checkpoint import load_model
 from lora_mnist.comparison import per_digit
 from lora_mnist.data import load_split
 from lora_mnist.lora import merge
-from lora_mnist.names import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+from lora_mnist.peft_config import adapter_bytes
 from lora_mnist.scoring import predict, wrong_counts
 
 SUM_METHOD = ("sum of the two updates, W + s B_a A_a + s B_b A_b: with standard scaling, what PEFT's "
@@ -32,11 +32,6 @@ class ZooEvaluation:
     metrics: dict
     wrong: dict[str, list[int]]
     own: dict[str, list[int]]
-
-
-def adapter_bytes(adapter_dir: str | Path) -> int:
-    """Bytes of what PEFT loads: the config and the tensors."""
-    return sum((Path(adapter_dir) / name).stat().st_size for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS))
 
 
 def stale_adapters(zoo_dir: str | Path, digits: Sequence[int], pair_dir: str | Path) -> list[str]:
