@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # Stages run `python ...`: put the venv first on PATH so dvc finds the right interpreter.
 RUN := PATH="$(CURDIR)/$(BIN):$$PATH"
 
-.PHONY: setup repro test bench bench-exp bench-zoo sweep sweep-quick clean-venv
+.PHONY: setup repro test export bench-exp bench-zoo sweep sweep-quick clean-venv
 
 setup: $(STAMP)
 
@@ -24,8 +24,10 @@ repro: setup
 test: setup
 	$(RUN) python -m pytest
 
-bench: setup
-	$(RUN) python bench/compare.py
+# On demand, verified: the whole fine-tuned model and the merged one (a plain RichBoyNet) that models/lora stands for.
+# Experiments store only the adapter; these are 11 MB each. Needs `make repro` (or `dvc pull`) first.
+export: setup
+	PYTHONPATH=src $(RUN) python -m lora_mnist.lora.adapter models/pretrained.safetensors models/lora models/snapshot.json exports
 
 # One new / revisited / queued DVC experiment vs the seed's cells in a warm process (bench/README.md).
 bench-exp: setup

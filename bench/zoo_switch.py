@@ -4,7 +4,8 @@ checkpoint into it; write bench/zoo_switch.json (`make bench-zoo`, after `make r
 Both sides start from files on disk (warm page cache) and end with a model ready to predict:
 - switch: `switch_adapter(live, models/zoo/<d>)`: read the adapter's config and tensors, check them, copy the
   LoRA factors into the model that already holds another adapter (the frozen base stays where it is);
-- full: `load_state(model, read_safetensors(models/full.safetensors))`: read and copy all 2.8 M weights, as a
+- full: `load_state(model, read_safetensors(<a whole checkpoint>))` (models/pretrained.safetensors: a fully
+  fine-tuned one has the same tensors): read and copy all 2.8 M weights, as a
   deployment of full fine-tuned models would on every switch.
 Each is repeated (`--repeat`, default 200) cycling through the zoo's digits; medians and quartiles in milliseconds.
 Times depend on the machine and its load: they are recorded with the CPU name, never asserted by tests.
@@ -22,13 +23,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from lora_mnist.adapter import load_adapter, switch_adapter  # noqa: E402
-from lora_mnist.artifacts import write_json  # noqa: E402
-from lora_mnist.checkpoint import load_model, load_state  # noqa: E402
+from lora_mnist.artifacts import read_safetensors, write_json  # noqa: E402
+from lora_mnist.base.model import load_model, load_state  # noqa: E402
 from lora_mnist.config import load_params  # noqa: E402
-from lora_mnist.cpu import cpu_identity  # noqa: E402
-from lora_mnist.integrity import read_safetensors  # noqa: E402
-from lora_mnist.peft_config import adapter_bytes  # noqa: E402
+from lora_mnist.lora.adapter import adapter_bytes, load_adapter, switch_adapter  # noqa: E402
+from lora_mnist.numerics import cpu_identity  # noqa: E402
 
 
 def timed(fn: Callable[[int], object], repeat: int) -> list[float]:
@@ -56,7 +55,8 @@ def main() -> None:
     import torch  # on every core, as the stages run
     digits = list(load_params(ROOT / "params.yaml").zoo.digits)
     zoo = [ROOT / "models" / "zoo" / str(d) for d in digits]
-    pretrained, full = ROOT / "models" / "pretrained.safetensors", ROOT / "models" / "full.safetensors"
+    # A fully fine-tuned checkpoint has the pretrained one's tensors and size (experiments no longer store one).
+    pretrained = full = ROOT / "models" / "pretrained.safetensors"
     live = load_model(pretrained)
     load_adapter(live, zoo[0])
     switch_adapter(live, zoo[-1])  # warm up: first-call allocations and imports

@@ -2,7 +2,7 @@
 
 Runs them through DVC's queue with one worker per core, each on one thread (no oversubscription; results
 are bit-identical whatever the thread count), restoring everything already computed from DVC's run cache.
-Writes experiments/sweep.csv (mean and 95 % interval per setting, see lora_mnist.sweep), sweep_runs.csv
+Writes experiments/sweep.csv (mean and 95 % interval per setting, see lora_mnist.report.sweep), sweep_runs.csv
 (every run) and sweep.png (error bars). --quick: 2 x 2 seeds, ranks 1 and 4, no replay.
 """
 
@@ -19,7 +19,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from lora_mnist.sweep import FULL, METRICS, QUICK, Grid, aggregate, queue_batches, runs_table  # noqa: E402
+from lora_mnist.report.sweep import FULL, METRICS, QUICK, Grid, aggregate, queue_batches, runs_table  # noqa: E402
 
 
 def dvc(*args: str, env: dict[str, str] | None = None) -> None:

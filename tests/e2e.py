@@ -20,7 +20,8 @@ PROJECT = ["dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", ".dvc/config",
            "src", "experiments/sweep.py"]
 # Small enough to run in seconds, big enough to learn: 784 -> 32 -> 16 -> 10 on 400 training images.
 SMALL = {"model": {"hidden_size_1": 32, "hidden_size_2": 16}, "pretrain": {"batch_size": 20, "epochs": 2},
-         "finetune": {"steps": 8, "batch_size": 5}, "zoo": {"digits": [0, 1], "compose": [0, 1]}}
+         "finetune": {"steps": 8, "batch_size": 5},
+         "zoo": {"digits": [0, 1], "compose": [0, 1], "steps": 8, "batch_size": 5}}
 
 
 class Repo:
@@ -32,7 +33,7 @@ class Repo:
     def run(self, *cmd: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         """Run a command in the repo (`env` adds to the repo's environment); a failure fails the test."""
         proc = subprocess.run(cmd, cwd=self.path, env={**self.env, **(env or {})}, capture_output=True, text=True,
-                              timeout=600)
+                              timeout=300)
         if check and proc.returncode != 0:
             pytest.fail(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
         return proc

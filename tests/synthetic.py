@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lora_mnist.idx import encode_idx
+from lora_mnist.base.data import encode_idx
 
 
 def make_split(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

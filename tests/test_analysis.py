@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from lora_mnist.analysis import (
-    TOP_K, effective_rank, full_spectra, lora_spectra, lowrank_singular_values, singular_values, spectrum_stats,
+from lora_mnist.cli import ArtifactError
+from lora_mnist.lora.adapter import peft_key
+from lora_mnist.report.analyze import (
+    TOP_K, effective_rank, full_report, full_spectra, lora_spectra, lora_vs_full, lowrank_singular_values,
+    singular_values, spectrum_stats,
 )
-from lora_mnist.errors import ArtifactError
-from lora_mnist.names import peft_key
 
 
 def test_effective_rank_of_known_spectra():
@@ -46,8 +47,8 @@ def _state(model: torch.nn.Module) -> dict[str, np.ndarray]:
 
 
 def test_spectra_match_merge_and_the_weight_difference():
-    from lora_mnist.lora import apply_lora, lora_layers, merge
-    from lora_mnist.model import RichBoyNet
+    from lora_mnist.base.model import RichBoyNet
+    from lora_mnist.lora.layer import apply_lora, lora_layers, merge
 
     torch.manual_seed(0)
     base, full = RichBoyNet(16, 8), RichBoyNet(16, 8)
@@ -85,16 +86,71 @@ def test_spectra_match_merge_and_the_weight_difference():
         full_spectra(_state(base), full_state, ("b", "f"))
 
 
-def test_plot_files_keep_every_bit_and_row():
+def test_plot_files_keep_every_bit_and_row(tmp_path):
     import json
 
-    from lora_mnist.plots import spectrum_rows, write_confusion, write_losses
+    from lora_mnist.base.train import write_losses
+    from lora_mnist.report.plots import spectrum_rows, write_confusion
 
     losses = [2.3152, 0.1 + 0.2, float(np.float32(1 / 3))]
-    write_losses(path := __import__("pathlib").Path(__import__("tempfile").mkdtemp()) / "loss.tsv", losses)
+    write_losses(path := tmp_path / "loss.tsv", losses)
     lines = path.read_text().splitlines()
     assert lines[0] == "step\tloss" and [float(line.split("\t")[1]) for line in lines[1:]] == losses
     write_confusion(path.parent / "c.json", [1, 2], [1, 3])
     assert json.loads((path.parent / "c.json").read_text()) == [{"actual": 1, "predicted": 1},
                                                                {"actual": 2, "predicted": 3}]
     assert spectrum_rows([3.0, 1.0]) == [{"k": 1, "sigma": 3.0}, {"k": 2, "sigma": 1.0}]
+
+
+def test_full_report_and_lora_vs_full_put_both_updates_side_by_side(tmp_path):
+    """What the finetune stages write: full fine-tuning's spectra from arrays in memory, then LoRA's beside them
+    from the saved files."""
+    from lora_mnist.artifacts import read_safetensors, write_json
+    from lora_mnist.base.model import RichBoyNet, save_model
+    from lora_mnist.lora.adapter import adapter_bytes, save_adapter, training_record
+    from lora_mnist.lora.layer import apply_lora, lora_layers
+
+    torch.manual_seed(0)
+    base, full = RichBoyNet(16, 8), RichBoyNet(16, 8)
+    save_model(base, tmp_path / "pretrained.safetensors")
+    size = {"trainable_params": sum(p.numel() for p in full.parameters()), "bytes": 1234}
+    report, tops = full_report(_state(base), _state(full), size, ("pre", "full"))
+    expected = full_spectra(_state(base), _state(full))
+    assert report["layers"] == {n: stats for n, (stats, _) in expected.items()}
+    assert tops == report["spectra"] == {n: top for n, (_, top) in expected.items()}
+    assert report["size"] == size
+    bad = {**_state(full), "linear3.bias": np.zeros(3, np.float32)}
+    with pytest.raises(ArtifactError, match=r"full: tensor 'linear3.bias' has shape \(3,\), expected \(10,\)"):
+        full_report(_state(base), bad, size, ("pre", "full"))
+    write_json(tmp_path / "full.json", report)
+
+    apply_lora(base, ["linear2"], 2, 3.0, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        lora_layers(base)["linear2"].lora_B.normal_(generator=torch.Generator().manual_seed(1))
+    save_adapter(base, tmp_path / "lora", training_record(base, [3], 10, [1.0]))
+    out = lora_vs_full(tmp_path / "pretrained.safetensors", tmp_path / "lora", tmp_path / "full.json")
+    adapter, _ = read_safetensors(tmp_path / "lora" / "adapter_model.safetensors")
+    settings = {"targets": ["linear2"], "rank": 2, "alpha": 3.0, "scaling": "standard"}
+    lora = lora_spectra(read_safetensors(tmp_path / "pretrained.safetensors")[0], adapter, settings)
+    assert out["layers"] == {n: {"full": report["layers"][n], "lora": lora[n][0]} for n in lora}
+    assert out["spectra"] == {"lora": {n: top for n, (_, top) in lora.items()}}
+    assert out["layers"]["linear2"]["lora"]["rank_99"] == 2 and out["layers"]["linear1"]["lora"]["rank_99"] == 0
+    assert out["size"] == {"lora": {"trainable_params": 2 * (16 + 8), "bytes": adapter_bytes(tmp_path / "lora")},
+                           "full": size}
+
+
+def test_figures_are_png_files_whose_bytes_depend_only_on_the_data(tmp_path):
+    from lora_mnist.report.plots import write_spectra_png, write_wrong_bars, write_zoo_heatmap
+
+    wrong = {"base": list(range(10)), "adapter 3": [0] * 10, "sum 3+5": [9 - d for d in range(10)]}
+    for name in ("a", "b"):
+        write_wrong_bars(tmp_path / f"bars_{name}.png", {"base": wrong["base"], "lora": wrong["adapter 3"]}, 3)
+        write_spectra_png(tmp_path / f"spectra_{name}.png", {"linear1": {"full": [3.0, 1.0, 0.0]},
+                                                             "linear2": {"full": [2.0], "lora": [1.0]}})
+        write_zoo_heatmap(tmp_path / f"heatmap_{name}.png", wrong, {"adapter 3": [3], "sum 3+5": [3, 5]})
+    for kind in ("bars", "spectra", "heatmap"):
+        data = (tmp_path / f"{kind}_a.png").read_bytes()
+        assert data.startswith(b"\x89PNG\r\n\x1a\n") and data == (tmp_path / f"{kind}_b.png").read_bytes(), kind
+    write_zoo_heatmap(tmp_path / "other.png", {**wrong, "adapter 3": [1] * 10}, {"adapter 3": [3], "sum 3+5": [3, 5]})
+    assert (tmp_path / "other.png").read_bytes() != (tmp_path / "heatmap_a.png").read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp")) == []

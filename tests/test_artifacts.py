@@ -1,4 +1,4 @@
-"""Atomic writes, digests and the verify checks on tiny arrays."""
+"""Atomic writes, safetensors and digests, and verify's checks on tiny arrays."""
 
 import json
 import os
@@ -6,12 +6,12 @@ import os
 import numpy as np
 import pytest
 
-from lora_mnist.artifacts import atomic_dir, atomic_path, read_json, write_json
-from lora_mnist.errors import ArtifactError
-from lora_mnist.integrity import digest, max_abs_diff
-from lora_mnist.proof import (
-    Proof, adapter_factors, check_adapter_config, check_manifest, check_same, check_trainable, finetuned_base,
+from lora_mnist.artifacts import (
+    atomic_dir, atomic_path, check_shapes, digest, max_abs_diff, per_digit, read_json, read_safetensors,
+    safetensors_bytes, tensor_digests, write_bytes, write_json,
 )
+from lora_mnist.cli import ArtifactError
+from lora_mnist.verify import Proof, check_manifest, check_trainable
 
 
 def test_atomic_path_replaces_on_success_and_leaves_nothing_on_error(tmp_path):
@@ -78,60 +78,86 @@ def test_manifest_check_names_modified_tensor():
     ]
 
 
-def test_check_same_names_tensor_and_max_diff():
+def test_same_tensors_names_tensor_and_max_diff():
     snap = snapshot_arrays()
-    finetuned = {
-        "linear1.parametrizations.weight.original": np.ones((3, 4), np.float32),
-        "linear1.parametrizations.weight.0.lora_A": np.ones((1, 4), np.float32),
-        "linear1.bias": np.zeros(3, np.float32),
-    }
-    report = Proof()
-    assert check_same(report, "ft", finetuned_base(finetuned), snap) == []
-    assert report.tensors_checked == 2 and report.max_abs_diff == 0.0
-    finetuned["linear1.bias"][2] = -0.25
-    failures = check_same(report, "ft", finetuned_base(finetuned), snap)
+    tensors = {k: v.copy() for k, v in snap.items()}
+    proof = Proof()
+    assert proof.same_tensors("ft", tensors, snap) == []
+    assert proof.tensors_checked == 2 and proof.max_abs_diff == 0.0
+    tensors["linear1.bias"][2] = -0.25
+    failures = proof.same_tensors("ft", tensors, snap)
     assert failures == ["ft: tensor linear1.bias differs from the snapshot (max abs diff 0.25)"]
-    assert report.max_abs_diff == 0.25
-    del finetuned["linear1.bias"]
-    assert check_same(Proof(), "ft", finetuned_base(finetuned), snap) == ["ft: tensor linear1.bias is missing"]
+    assert proof.max_abs_diff == 0.25
+    del tensors["linear1.bias"]
+    tensors["linear2.bias"] = np.zeros(3, np.float32)
+    assert Proof().same_tensors("ft", tensors, snap) == ["ft: tensor linear1.bias is missing",
+                                                         "ft: unexpected tensor linear2.bias"]
+    wide = {**snap, "linear1.bias": snap["linear1.bias"].astype(np.float64)}  # equal values, another dtype
+    assert Proof().same_tensors("ft", wide, snap, "the reference") == [
+        "ft: tensor linear1.bias is (3,) float64, the reference has (3,) float32"]
 
 
-def test_check_trainable_is_exactly_lora():
-    state = {"l.parametrizations.weight.0.lora_A": 0, "l.parametrizations.weight.0.lora_B": 0, "l.bias": 0}
+def test_same_digests_names_each_tensor_that_differs_is_missing_or_unexpected():
+    expected = {"a": digest(np.zeros(2)), "b": digest(np.ones(2))}
+    proof = Proof()
+    assert proof.same_digests("rec", dict(expected), expected, "the snapshot") == []
+    assert proof.tensors_checked == 2
+    changed = {"a": expected["a"], "b": digest(np.ones(2) * 2), "c": expected["a"]}
+    assert proof.same_digests("rec", changed, expected, "the snapshot") == [
+        "rec: unexpected tensor c", "rec: tensor b differs from the snapshot (sha256)"]
+    assert proof.same_digests("rec", {"a": expected["a"]}, expected, "x") == ["rec: tensor b is missing"]
+
+
+def test_proof_records_each_check_and_reports_them():
+    proof = Proof()
+    proof.record("one", [])
+    proof.record("two", ["two: broke"])
+    metrics = proof.as_metrics()
+    assert metrics["passed"] is False and metrics["checks"] == {"one": True, "two": False}
+    assert metrics["failures"] == ["two: broke"]
+
+
+def test_check_trainable_is_exactly_the_adapter_s_factors():
+    factors = {"base_model.model.l.lora_A.weight": 0, "base_model.model.l.lora_B.weight": 0}
     lora = ["l.parametrizations.weight.0.lora_A", "l.parametrizations.weight.0.lora_B"]
-    assert check_trainable(lora, state) == []
-    assert check_trainable(lora + ["l.bias"], state) == ["trainable: non-LoRA parameter l.bias was trainable"]
-    assert check_trainable(lora[:1], state) == [
-        "trainable: LoRA parameter l.parametrizations.weight.0.lora_B was not trainable"
+    assert check_trainable("rec", lora, factors) == []
+    assert check_trainable("rec", lora + ["l.bias"], factors) == ["rec: non-LoRA parameter l.bias was trainable"]
+    assert check_trainable("rec", lora[:1], factors) == [
+        "rec: LoRA factor base_model.model.l.lora_B.weight was not trainable"
     ]
 
 
-def test_check_adapter_maps_peft_keys_to_the_fine_tuned_factors():
-    a, b = np.ones((1, 4), np.float32), np.zeros((3, 1), np.float32)
-    finetuned = {"linear1.parametrizations.weight.0.lora_A": a, "linear1.parametrizations.weight.0.lora_B": b,
-                 "linear1.parametrizations.weight.original": np.ones((3, 4), np.float32), "linear1.bias": b[:, 0]}
-    adapter = {"base_model.model.linear1.lora_A.weight": a.copy(), "base_model.model.linear1.lora_B.weight": b.copy()}
+def test_check_shapes_names_the_file_and_the_first_offending_tensor():
+    expected = {"a": (2, 3), "b": (4,)}
+    check_shapes({"b": (4,), "a": (2, 3)}, expected, "f")
+    for actual, message in [({"a": (2, 3)}, "f: missing tensor 'b'"), ({**expected, "c": (1,)}, "f: unexpected tensor 'c'"),
+                            ({"a": (3, 2), "b": (4,)}, r"f: tensor 'a' has shape \(3, 2\), expected \(2, 3\)")]:
+        with pytest.raises(ArtifactError, match=message):
+            check_shapes(actual, expected, "f")
 
-    def check_adapter(adapter, finetuned, source):
-        return check_same(Proof(), source, adapter, adapter_factors(finetuned), "the fine-tuned model's")
 
-    assert check_adapter(adapter, finetuned, "ad") == []
-    assert check_adapter({**adapter, "base_model.model.linear1.lora_B.weight": b.astype(np.float64)}, finetuned,
-                         "ad") == ["ad: tensor base_model.model.linear1.lora_B.weight is (3, 1) float64, "
-                                   "the fine-tuned model's has (3, 1) float32"]
-    adapter["base_model.model.linear1.lora_A.weight"] = a * 2
-    assert check_adapter(adapter, finetuned, "ad") == [
-        "ad: tensor base_model.model.linear1.lora_A.weight differs from the fine-tuned model's (max abs diff 1)"]
-    del adapter["base_model.model.linear1.lora_A.weight"]
-    adapter["base_model.model.linear2.lora_A.weight"] = a
-    assert check_adapter(adapter, finetuned, "ad") == [
-        "ad: tensor base_model.model.linear1.lora_A.weight is missing",
-        "ad: unexpected tensor base_model.model.linear2.lora_A.weight"]
-    settings = {"targets": ["linear1"], "rank": 1}
-    assert check_adapter_config(settings, finetuned, "cfg") == []
-    assert check_adapter_config({"targets": ["linear1", "linear2"], "rank": 2}, finetuned, "cfg") == [
-        "cfg: target_modules ['linear1', 'linear2'], the fine-tuned model has LoRA on ['linear1']",
-        "cfg: r = 2, the fine-tuned model's factors have rank [1]"]
+def test_safetensors_bytes_are_stable_and_read_back_exactly(tmp_path):
+    import torch
+
+    arrays = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.array([1, 2], np.int64)}
+    metadata = {f"k{i}": str(i) for i in range(20)}  # many keys: safetensors writes them in hash order
+    data = safetensors_bytes(arrays, metadata)
+    assert data == safetensors_bytes(dict(reversed(arrays.items())), dict(reversed(metadata.items())))
+    assert data == safetensors_bytes({k: torch.from_numpy(v) for k, v in arrays.items()}, metadata)  # torch: same
+    write_bytes(tmp_path / "t.safetensors", data)
+    tensors, meta = read_safetensors(tmp_path / "t.safetensors")
+    assert meta == metadata and tensors.keys() == arrays.keys()
+    assert all(np.array_equal(tensors[k], v) and tensors[k].dtype == v.dtype for k, v in arrays.items())
+    assert tensor_digests(tmp_path / "t.safetensors") == {k: digest(v) for k, v in sorted(arrays.items())}
+    (tmp_path / "bad.safetensors").write_bytes(b"\x10\x00garbage")
+    with pytest.raises(ArtifactError, match="bad.safetensors: not a readable safetensors file"):
+        read_safetensors(tmp_path / "bad.safetensors")
+    with pytest.raises(ArtifactError, match="none.safetensors: file not found"):
+        read_safetensors(tmp_path / "none.safetensors")
+
+
+def test_per_digit_keys_are_the_digits():
+    assert per_digit(list(range(10, 20))) == {str(d): 10 + d for d in range(10)}
 
 
 def test_leftovers_of_a_killed_write_are_removed_by_the_next(tmp_path):

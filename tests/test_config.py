@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lora_mnist.config import Params, load_params, parse_params
-from lora_mnist.errors import ConfigError
+from lora_mnist.cli import ConfigError
+from lora_mnist.config import LINEAR_NAMES, FinetuneParams, Params, load_params, parse_params
 
 PARAMS_YAML = Path(__file__).resolve().parents[1] / "params.yaml"
 DEFAULTS = yaml.safe_load(PARAMS_YAML.read_text())
@@ -80,6 +80,20 @@ BAD = [
     ("zoo.compose", [3], "two distinct digits"),
     ("zoo.compose", [3, 3], "two distinct digits"),
     ("zoo.compose", [3, "9"], "digits 0-9"),
+    ("zoo.compose", 3, "list"),
+    ("zoo.rank", 0, ">= 1"),
+    ("zoo.rank", 2.0, "integer"),
+    ("zoo.rank", 11, "from 1 to 10"),  # every zoo adapter targets linear3 (10 outputs)
+    ("zoo.alpha", 0, "> 0"),
+    ("zoo.alpha", "big", "> 0"),
+    ("zoo.seed", -1, ">= 0"),
+    ("zoo.seed", 0.5, "integer"),
+    ("zoo.steps", 0, ">= 1"),
+    ("zoo.steps", True, "integer"),
+    ("zoo.batch_size", 0, ">= 1"),
+    ("zoo.batch_size", "10", "integer"),
+    ("zoo.lr", 0.0, "> 0"),
+    ("zoo.lr", float("inf"), "> 0"),
 ]
 
 
@@ -166,3 +180,43 @@ def test_replay_too_small_for_the_batch_is_refused():
         parse_params(raw)
     raw["finetune"]["replay"] = 0.05  # rounds half up to one sample
     assert parse_params(raw).finetune.replay == 0.05
+
+
+def test_zoo_rank_limit_follows_model_size_not_lora_targets():
+    """The zoo's adapters target every layer whatever lora.targets says: its rank is limited by all three."""
+    raw = with_value("lora.targets", ["linear1", "linear2"])
+    raw["lora"]["rank"] = 64  # allowed for lora (linear3 not targeted)...
+    raw["zoo"]["rank"] = 10
+    assert parse_params(raw).zoo.rank == 10
+    raw["zoo"]["rank"] = 64  # ...but never for the zoo
+    with pytest.raises(ConfigError, match=r"zoo.rank = 64 is invalid: expected an integer from 1 to 10"):
+        parse_params(raw)
+    raw["lora"]["rank"], raw["zoo"]["rank"] = 1, 8
+    raw["model"]["hidden_size_2"] = 6  # linear2 (h1 -> 6) and linear3 (6 -> 10): min(in, out) is now 6
+    with pytest.raises(ConfigError, match=r"zoo.rank = 8 is invalid: expected an integer from 1 to 6"):
+        parse_params(raw)
+
+
+def test_zoo_knobs_are_its_own():
+    """lora.* and finetune.* experiments never change what the zoo trains; the zoo's own knobs do."""
+    default = parse_params(copy.deepcopy(DEFAULTS)).zoo
+    raw = copy.deepcopy(DEFAULTS)
+    raw["lora"].update(rank=4, alpha=8, init="kaiming", scaling="rslora", impl="lowrank", targets=["linear1"])
+    raw["finetune"].update(seed=5, steps=7, batch_size=3, lr=0.5, replay=0.5)
+    other = parse_params(raw).zoo
+    assert (other.lora(), other.finetune()) == (default.lora(), default.finetune())
+    raw["zoo"].update(rank=2, alpha=3, seed=1, steps=20, batch_size=4, lr=0.01)
+    zoo = parse_params(raw).zoo
+    lora, finetune = zoo.lora(), zoo.finetune()
+    assert (lora.rank, lora.alpha) == (2, 3.0) and lora.targets == LINEAR_NAMES  # every layer, whatever lora.targets
+    assert (finetune.seed, finetune.steps, finetune.batch_size, finetune.lr) == (1, 20, 4, 0.01)
+    assert finetune.replay == 0.0 and finetune.replay_per_batch == 0  # each adapter sees its digits only
+
+
+@pytest.mark.parametrize(
+    "replay,batch_size,expected",
+    [(0.0, 10, 0), (0.1, 10, 1), (0.05, 10, 1), (0.04, 10, 0), (0.25, 10, 3), (0.15, 10, 2), (0.99, 10, 9),
+     (0.5, 1, 0), (0.5, 3, 2)],
+)
+def test_replay_per_batch_rounds_half_up_and_keeps_one_target_sample(replay, batch_size, expected):
+    assert FinetuneParams(batch_size=batch_size, replay=replay).replay_per_batch == expected

@@ -1,10 +1,11 @@
-"""fetch_mnist on tiny synthetic data: every source, every rejection, and nothing half-written."""
+"""base/download.py on tiny synthetic data: every source, every rejection, nothing half-written, and the stage."""
 
 from __future__ import annotations
 
 import functools
 import gzip
 import hashlib
+import json
 import os
 import pickle
 import socket
@@ -12,11 +13,12 @@ import zipfile
 
 import numpy as np
 import pytest
+from synthetic import write_expected
 
-from lora_mnist import download
-from lora_mnist.download import fetch_mnist, fetch_registry
-from lora_mnist.errors import DataError
-from lora_mnist.idx import MNIST_FILES, encode_idx, read_mnist_split
+from lora_mnist.base import download
+from lora_mnist.base.data import MNIST_FILES, encode_idx, read_mnist_split
+from lora_mnist.base.download import fetch_mnist, fetch_registry
+from lora_mnist.cli import DataError
 
 RNG = np.random.default_rng(0)
 TRAIN_IMAGES = RNG.integers(0, 256, (20, 28, 28), dtype=np.uint8)
@@ -224,6 +226,28 @@ def test_unknown_directory_source(tmp_path):
     nowhere = tmp_path / "nowhere"
     with pytest.raises(DataError, match=f"directory {nowhere}: {nowhere}: no such directory"):
         fetch_mnist(tmp_path / "out", str(nowhere), EXPECTED)
+
+
+
+def test_the_stage_checks_against_the_test_override_for_a_directory_only(tmp_path, monkeypatch, capsys):
+    src = make_source(tmp_path / "src", gzipped=True)
+    expected = write_expected(tmp_path / "expected.json", {name: list(v) for name, v in EXPECTED.items()})
+    monkeypatch.setenv("LORA_MNIST_EXPECTED_MD5", str(expected))
+    line = download.download(str(src), tmp_path / "out")
+    raw = tmp_path / "out" / "MNIST" / "raw"
+    assert {p.name: p.read_bytes() for p in raw.iterdir()} == FILES
+    assert str(src) in line and str(raw) in line and f"{sum(map(len, FILES.values())):,} bytes" in line
+    assert str(expected) in capsys.readouterr().err  # says it is not checking the official MD5s
+    called = []
+    for name in ("torchvision", "registry"):
+        monkeypatch.setitem(download.SOURCES, name, lambda work: called.append(work) or work)
+    for source in ("auto", "torchvision", "registry"):  # the real MNIST is never checked against the override
+        with pytest.raises(DataError, match=f"LORA_MNIST_EXPECTED_MD5 is set but data.source = '{source}'"):
+            download.download(source, tmp_path / "out2")
+    assert called == [] and not (tmp_path / "out2").exists()
+    expected.write_text(json.dumps({"train-images-idx3-ubyte": [1, "x"]}))
+    with pytest.raises(DataError, match=r"expected \{filename: \[size, md5\]\}"):
+        download.download(str(src), tmp_path / "out3")
 
 
 @pytest.mark.network

@@ -1,4 +1,7 @@
-"""LoRA invariants: exact equality with the base model, frozen weights, counts, merge, bad inputs."""
+"""LoRA invariants: exact equality with the base model, frozen weights, counts, merge, the low-rank forward.
+
+Bad rank/alpha/targets/init/scaling/impl values are refused where they enter: params.yaml (tests/test_config.py) and
+adapter files (tests/test_adapter.py); the library trusts its typed arguments."""
 
 import copy
 import math
@@ -7,21 +10,22 @@ import pytest
 import torch
 from torch.nn.utils import parametrize
 
-from lora_mnist.errors import ConfigError
-from lora_mnist.lora import (
+from lora_mnist.base.model import RichBoyNet
+from lora_mnist.config import LINEAR_NAMES
+from lora_mnist.lora.layer import (
     LoRAParametrization,
     apply_lora,
     base_state_dict,
+    count_parameters,
     freeze_non_lora,
     lora_disabled,
     lora_layers,
     merge,
+    plain_name,
     set_lora_enabled,
     set_lora_impl,
     trainable_parameter_names,
 )
-from lora_mnist.comparison import ParamCount, count_parameters
-from lora_mnist.model import LINEAR_NAMES, RichBoyNet
 
 H1, H2 = 16, 32
 
@@ -91,6 +95,7 @@ def test_training_changes_only_lora_tensors(base, batch):
             assert torch.equal(tensor, before[key]), key
     frozen = base_state_dict(model)
     assert frozen.keys() == base.state_dict().keys()
+    assert {plain_name(k) for k in after} - {None} == set(frozen)  # LoRA tensors have no plain name
     assert all(torch.equal(frozen[k], v) for k, v in base.state_dict().items())
 
 
@@ -106,7 +111,7 @@ def test_seed_counts():
     model = RichBoyNet()
     apply_lora(model, LINEAR_NAMES, rank=1, alpha=1, generator=torch.Generator().manual_seed(0))
     count = count_parameters(model)
-    assert (count.original, count.lora, round(count.increment_pct, 3)) == (2_807_010, 6_794, 0.242)
+    assert (count["original"], count["lora"], round(count["increment_pct"], 3)) == (2_807_010, 6_794, 0.242)
 
 
 @pytest.mark.parametrize("targets,rank", [(["linear2"], 3), (["linear1", "linear3"], 2), (LINEAR_NAMES, 10)])
@@ -114,7 +119,7 @@ def test_counts_are_rank_times_in_plus_out(base, targets, rank):
     model = lora_model(base, targets=targets, rank=rank)
     expected = sum(rank * (getattr(base, n).in_features + getattr(base, n).out_features) for n in targets)
     original = sum(p.numel() for p in base.parameters())
-    assert count_parameters(model) == ParamCount(original=original, lora=expected)
+    assert count_parameters(model) == {"original": original, "lora": expected, "increment_pct": 100 * expected / original}
 
 
 def test_merge_gives_a_plain_model_matching_the_lora_model(base, batch):
@@ -191,51 +196,6 @@ def test_init_and_scaling_variants():
     assert torch.equal(again.lora_A, expected)
 
 
-# (change to valid arguments, words the message must contain: the argument, the bad value, what is allowed)
-BAD_APPLY = [
-    ({"rank": 0}, ("rank=0", ">= 1")),
-    ({"rank": 1.5}, ("rank=1.5", "int")),
-    ({"rank": True}, ("rank=True", "int")),
-    ({"rank": 11, "targets": ["linear3"]}, ("rank=11", "'linear3'", "<= 10")),  # linear3 is 32 -> 10
-    ({"alpha": 0}, ("alpha=0", "> 0")),
-    ({"alpha": -1.0}, ("alpha=-1.0", "> 0")),
-    ({"alpha": "1"}, ("alpha='1'", "number")),
-    ({"alpha": float("nan")}, ("alpha=nan", "finite")),
-    ({"targets": []}, ("targets=[]", "linear1")),
-    ({"targets": "linear1"}, ("targets='linear1'", "list")),
-    ({"targets": ["linear1", "linear1"]}, ("targets", "'linear1'", "twice")),
-    ({"targets": ["relu"]}, ("targets", "'relu'", "'linear1', 'linear2', 'linear3'")),
-    ({"targets": ["linear4"]}, ("targets", "'linear4'", "'linear1', 'linear2', 'linear3'")),
-    ({"init": "xavier"}, ("init='xavier'", "'gaussian', 'kaiming'")),
-    ({"scaling": "sqrt"}, ("scaling='sqrt'", "'standard', 'rslora'")),
-]
-
-
-@pytest.mark.parametrize("change,needles", BAD_APPLY)
-def test_bad_apply_lora_arguments_raise_value_or_type_error(base, change, needles):
-    args = {"targets": list(LINEAR_NAMES), "rank": 1, "alpha": 1.0} | change
-    model = copy.deepcopy(base)
-    with pytest.raises((ValueError, TypeError)) as info:
-        apply_lora(model, **args)
-    assert not isinstance(info.value, ConfigError)  # API misuse, not a params.yaml problem
-    for needle in needles:
-        assert needle in str(info.value)
-    assert not lora_layers(model)  # nothing was applied
-
-
-def test_apply_twice_to_a_layer_is_refused(base):
-    model = lora_model(base, targets=["linear2"])
-    apply_lora(model, ["linear1"], 1, 1.0)  # another layer is fine
-    with pytest.raises(ValueError, match="already applied to 'linear2'"):
-        apply_lora(model, ["linear3", "linear2"], 1, 1.0)
-    assert set(lora_layers(model)) == {"linear1", "linear2"}
-
-
-def test_set_lora_enabled_wants_a_bool(base):
-    with pytest.raises(TypeError, match="enabled"):
-        set_lora_enabled(lora_model(base), 1)
-
-
 def test_lowrank_impl_matches_parametrize_and_trains_the_same_parameters(base, batch):
     images, _ = batch
     model = copy.deepcopy(base)
@@ -258,5 +218,3 @@ def test_lowrank_impl_matches_parametrize_and_trains_the_same_parameters(base, b
     for (name, a), (_, b) in zip(model.named_parameters(), twin.named_parameters()):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-6), name  # same gradients, up to float rounding
     assert trainable_parameter_names(model) == trainable_parameter_names(twin)
-    with pytest.raises(ValueError, match="impl='fast': expected one of"):
-        set_lora_impl(twin, "fast")

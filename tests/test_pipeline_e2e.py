@@ -1,7 +1,8 @@
 """End to end: the real `dvc` CLI on a temporary git repo with the project's pipeline and synthetic MNIST.
 
 One `dvc repro` builds the pipeline (`built`, once per session, conftest.py); every other test gets its own copy of that
-committed state (`repo`), so the tests are independent of each other and of their order.
+committed state (`repo`), so the tests are independent of each other and of their order. What a unit test covers as
+well (verify's tampering cases, export, the LoRA-off check) lives in the unit tests (test_verify.py).
 """
 
 from __future__ import annotations
@@ -9,21 +10,20 @@ from __future__ import annotations
 import json
 import os
 import re
+import selectors
 import signal
 import subprocess
+import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 from e2e import BIN, Repo, copy_of
-from safetensors import safe_open
-from safetensors.numpy import load_file, save_file
 
-ZOO_STAGES = {"zoo@0", "zoo@1", "zoo_pair", "zoo_eval"}  # SMALL's zoo.digits: [0, 1]
-STAGES = {"download", "pretrain", "snapshot", "select_target", "filter", "finetune", "verify", "evaluate",
-          "finetune_full", "analyze_full", "analyze", "numerics"} | ZOO_STAGES
-LORA_STAGES = {"finetune", "verify", "evaluate", "analyze"} | ZOO_STAGES  # what a change of lora.* re-runs
+STAGES = {"download", "pretrain", "snapshot", "select_target", "finetune", "finetune_full", "zoo", "verify", "numerics"}
+LORA_STAGES = {"finetune", "verify"}  # what a change of lora.* re-runs: one torch process, then the proof
+LORA_OUTS = ("models/lora", "metrics/finetune.json", "metrics/evaluate.json", "metrics/analyze.json",
+             "metrics/summary", "metrics/verify.json", "plots/evaluate", "plots/finetune")
 
 
 @pytest.fixture
@@ -42,83 +42,59 @@ def test_full_repro_runs_every_stage_and_writes_the_outputs(built: tuple[Repo, s
         assert set(ev["wrong"][key]) == {str(d) for d in range(10)}
     assert ev["target"]["digit"] == repo.json("metrics/select_target.json")["target"]["digit"]
     assert ev["target"]["wrong_base"] == ev["wrong"]["base"][str(ev["target"]["digit"])]
-    assert ev["checks"] == {"lora_off_logits_equal_pretrained": True}
     pre = repo.json("metrics/pretrain.json")["test"]  # select_target chose from these, without torch
     assert pre["wrong"] == ev["wrong"]["base"] and pre["accuracy"] == ev["accuracy"]["base"]
-    # rank 1 on 784->32->16->10: (784+32) + (32+16) + (16+10)
-    assert ev["param_count"]["lora"] == 890
+    assert ev["param_count"]["lora"] == (784 + 32) + (32 + 16) + (16 + 10)  # rank 1 on 784 -> 32 -> 16 -> 10
     verify = repo.json("metrics/verify.json")
-    assert verify["passed"] is True and verify["max_abs_diff"] == 0.0 and verify["tensors_checked"] >= 12
-    assert all(verify["checks"].values()) and "adapter_equals_finetuned" in verify["checks"]
+    assert verify["passed"] is True and verify["max_abs_diff"] == 0.0 and all(verify["checks"].values())
+    # 6 pretrained tensors, then per adapter (the LoRA one, zoo 0, zoo 1, the pair): 6 base digests and 6 factors
+    assert verify["tensors_checked"] == 6 + 4 * (6 + 6)
     assert repo.json("metrics/filter.json") == {"digit": ev["target"]["digit"], "size": 40, "others": 360, "pool": 400}
-    forgetting = ev["forgetting"]
-    assert set(forgetting["target_accuracy"]) == {"base", "lora"} and 0 <= forgetting["lora"]["most_hurt_digit"] <= 9
     full = repo.json("metrics/finetune_full.json")
     assert full["trainable_params"] == 784 * 32 + 32 + 32 * 16 + 16 + 16 * 10 + 10
     assert full["accuracy"]["base"] == ev["accuracy"]["base"] and 0 <= full["accuracy"]["full"] <= 1
-    headline = {**repo.json("metrics/summary/evaluate.json"), **repo.json("metrics/summary/finetune_full.json"),
-                **repo.json("metrics/summary/verify.json")}  # no key in two files: no path prefix in the table
-    assert len(headline) == sum(len(repo.json(f"metrics/summary/{s}.json")) for s in ("evaluate", "finetune_full", "verify"))
-    assert headline["acc_lora"] == ev["accuracy"]["lora"] and headline["target"] == ev["target"]["digit"]
-    assert headline["wrong_lora"] == ev["target"]["wrong_lora"] and headline["lora_params"] == 890
+    summaries = {name: repo.json(f"metrics/summary/{name}.json") for name in ("evaluate", "finetune_full", "verify", "zoo")}
+    headline = {k: v for s in summaries.values() for k, v in s.items()}
+    assert len(headline) == sum(map(len, summaries.values()))  # no key in two files: no path prefix in the table
+    assert headline["acc_lora"] == ev["accuracy"]["lora"] and headline["wrong_lora"] == ev["target"]["wrong_lora"]
     assert headline["verified"] is True and headline["acc_full"] == full["accuracy"]["full"]
     numerics = repo.json("metrics/numerics.json")
-    assert numerics["torch"] == torch_version() and numerics["torch_device"] == "cpu"
-    assert {"cpu", "cpu_vendor", "aten_capability", "mkl_cbwr", "torch_threads", "openblas_threads"} <= set(numerics)
-    for stage in ("pretrain", "finetune", "evaluate", "finetune_full"):
-        assert repo.json(f"metrics/numerics/{stage}.json")["torch_device"] == "cpu", stage
-    for stage in ("analyze_full", "analyze"):  # numpy only
-        assert repo.json(f"metrics/numerics/{stage}.json")["openblas_threads"] == 1, stage
+    assert numerics["torch_device"] == "cpu" and numerics["openblas_threads"] == 1  # the spectra's BLAS: one thread
+    assert {"cpu", "cpu_vendor", "aten_capability", "mkl_cbwr", "torch", "torch_threads"} <= set(numerics)
     runs = repo.path / ".dvc/cache/runs"
     assert len([d for d in runs.glob("*/*") if d.is_dir()]) == len(STAGES)  # each stage is in the run cache
     analyze = repo.json("metrics/analyze.json")
-    assert analyze["size"]["lora"]["trainable_params"] == 890
-    assert analyze["size"]["full"]["bytes"] == (repo.path / "models/full.safetensors").stat().st_size
+    assert analyze["size"]["lora"]["trainable_params"] == ev["param_count"]["lora"]
+    assert analyze["size"]["full"] == repo.json("metrics/analyze_full.json")["size"]
     for layer in ("linear1", "linear2", "linear3"):
         assert analyze["layers"][layer]["lora"]["rank_99"] == 1  # a rank-1 update is rank 1
         assert analyze["layers"][layer]["full"]["rank_99"] >= 1
-    for rel in ("models/lora/adapter_config.json", "models/lora/adapter_model.safetensors",
-                "plots/evaluate/wrong_per_digit.png", "plots/analyze/spectrum_full.png", "models/lora/merged.safetensors"):
-        assert (repo.path / rel).is_file(), rel
+    # An experiment keeps the adapter only: the full models are made on demand (make export, test_verify.py).
+    assert sorted(p.name for p in (repo.path / "models/lora").iterdir()) == [
+        "adapter_config.json", "adapter_model.safetensors", "training.json"]
+    assert sorted(p.name for p in (repo.path / "models/zoo").iterdir()) == ["0", "1", "pair"]
+    for rel in ("plots/evaluate/wrong_per_digit.png", "plots/finetune_full/spectra.png", "plots/zoo/heatmap.png"):
+        assert (repo.path / rel).read_bytes().startswith(b"\x89PNG"), rel
     assert len((repo.path / "plots/pretrain/loss.tsv").read_text().splitlines()) == 1 + 40
     assert not list(repo.path.rglob(".tmp-*")), "an atomic write left a temp file behind"
 
 
-def torch_version() -> str:
-    import torch
-
-    return torch.__version__
-
-
 def test_plots_show_each_plot_once_with_its_file(repo: Repo) -> None:
     shown = json.loads(repo.dvc("plots", "show", "--json").stdout)["data"]
-    declared = {path: opts for spec in yaml.safe_load((repo.path / "dvc.yaml").read_text())["stages"].values()
-                for entry in spec.get("plots", []) for path, opts in entry.items()}
-    assert sorted(shown) == sorted(declared)  # one plot per declared file: no duplicate ids
+    spec = yaml.safe_load((repo.path / "dvc.yaml").read_text())
+    declared = {path: opts for stage in spec["stages"].values() for entry in stage.get("plots", [])
+                for path, opts in entry.items()}
+    (spectra_id, spectra), = (next(iter(entry.items())) for entry in spec["plots"])
+    assert sorted(shown) == sorted([*declared, spectra_id])  # one plot per declared file, the spectra together
     for plot_id, renders in shown.items():
-        assert (repo.path / plot_id).is_file()
         for render in renders:
             if render["type"] == "vega":
-                assert render["content"]["title"]["text"] == declared[plot_id]["title"]
-    spectrum = shown["plots/analyze/spectrum_full_linear2.json"][0]["content"]
-    assert spectrum["encoding"]["y"]["scale"]["type"] == "log"
-
-
-def test_merged_export_needs_no_lora_code_and_predicts_like_the_lora_model(repo: Repo) -> None:
-    import torch
-    from safetensors.torch import load_file as load_torch
-
-    from lora_mnist.adapter import load_adapter
-    from lora_mnist.checkpoint import load_model
-    from lora_mnist.model import RichBoyNet
-
-    merged = RichBoyNet(32, 16)
-    merged.load_state_dict(load_torch(repo.path / "models/lora/merged.safetensors"))  # plain state_dict, strict
-    lora = load_model(repo.path / "models/pretrained.safetensors")
-    load_adapter(lora, repo.path / "models/lora")
-    x = torch.randn(64, 784, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        assert torch.equal(merged(x), lora(x))  # the very same weight expression, so bit-identical
+                assert render["content"]["title"]["text"] == declared.get(plot_id, {}).get("title", plot_id)
+            else:
+                assert (repo.path / plot_id).is_file()
+    lines = shown[spectra_id][0]["content"]
+    assert lines["encoding"]["y"]["scale"]["type"] == "log"
+    assert {row["filename"] for row in lines["data"]["values"]} == {Path(f).name for f in spectra["y"]}  # 3 layers
 
 
 def test_second_repro_runs_nothing(repo: Repo) -> None:
@@ -127,12 +103,12 @@ def test_second_repro_runs_nothing(repo: Repo) -> None:
     assert json.loads(repo.dvc("status", "--json").stdout) == {}
 
 
-def test_push_then_pull_into_a_fresh_clone_needs_no_recompute(repo: Repo) -> None:
-    remote = repo.path.parent / "dvc-remote"
+def test_push_pull_and_artifacts_get_need_no_recompute(repo: Repo, tmp_path: Path) -> None:
+    remote = tmp_path / "dvc-remote"
     repo.dvc("remote", "add", "--default", "shared", str(remote))
     repo.dvc("push")
     repo.commit("add a shared DVC remote")
-    clone = Repo(repo.path.parent / "clone", repo.env)
+    clone = Repo(tmp_path / "clone", repo.env)
     repo.run("git", "clone", "-q", str(repo.path), str(clone.path))
     clone.dvc("pull")
     assert json.loads(clone.dvc("status", "--json").stdout) == {}  # up to date: nothing to recompute
@@ -140,13 +116,32 @@ def test_push_then_pull_into_a_fresh_clone_needs_no_recompute(repo: Repo) -> Non
     for rel in ("models/pretrained.safetensors", "models/lora/adapter_model.safetensors",
                 "data/raw/MNIST/raw/t10k-labels-idx1-ubyte"):
         assert (clone.path / rel).read_bytes() == (repo.path / rel).read_bytes()
+    # dvc.yaml's artifacts: a registered version (a GTO tag) is fetched from the repo and its remote by name.
+    repo.run("git", "tag", "-a", "lora-adapter@v1.0.0", "-m", "Registered the LoRA adapter")
+    fetched = tmp_path / "elsewhere"
+    fetched.mkdir()
+    proc = repo.run(str(BIN / "dvc"), "artifacts", "get", str(repo.path), "lora-adapter", "-o", str(fetched / "lora"))
+    assert repo.snapshot("models/lora") == {f"models/lora/{p.name}": p.read_bytes()
+                                            for p in (fetched / "lora").iterdir()}, proc.stdout
 
 
 def test_forced_rerun_is_bit_identical(repo: Repo) -> None:
-    # The torch stages: the numpy-only ones are pinned to one OpenBLAS thread and kernel set (cpu.pin_blas).
-    repo.dvc("repro", "--force", "--single-item", "pretrain", "finetune", "evaluate", "finetune_full")
+    repo.dvc("repro", "--force", "--single-item", "pretrain", "finetune", "finetune_full", "zoo")
     assert json.loads(repo.dvc("status", "--json").stdout) == {}
     assert repo.run("git", "status", "--porcelain").stdout == ""  # dvc.lock, metrics and plots unchanged
+
+
+def _read_until(stream, pattern: str, timeout: float) -> str:
+    """What `stream` printed until `pattern` matched; a test failure if it ends or `timeout` passes first."""
+    selector, seen, deadline = selectors.DefaultSelector(), "", time.monotonic() + timeout
+    selector.register(stream, selectors.EVENT_READ)
+    while not re.search(pattern, seen):
+        left = deadline - time.monotonic()
+        assert left > 0 and selector.select(left), f"no match for {pattern!r} within {timeout} s:\n{seen}"
+        chunk = os.read(stream.fileno(), 256).decode(errors="replace")
+        assert chunk, f"the stream ended before {pattern!r}:\n{seen}"
+        seen += chunk
+    return seen
 
 
 def test_killed_stage_leaves_nothing_half_written_and_rerun_is_bit_identical(repo: Repo) -> None:
@@ -154,16 +149,13 @@ def test_killed_stage_leaves_nothing_half_written_and_rerun_is_bit_identical(rep
     params["pretrain"]["epochs"] = 5000  # long enough to be killed mid-training
     (repo.path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     proc = subprocess.Popen([str(BIN / "dvc"), "repro", "--single-item", "pretrain"], cwd=repo.path, env=repo.env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    seen = ""
-    while not re.search(r"pretrain:\s+\d+%.*\| *[1-9]\d*/", seen):  # training has made progress
-        chunk = proc.stderr.read(64)
-        assert chunk, f"stage ended before it could be killed:\n{seen}"
-        seen += chunk
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    model = repo.path / "models/pretrained.safetensors"
-    assert not model.exists()  # dvc removed the old output; the killed run wrote none
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        _read_until(proc.stderr, r"pretrain:\s+\d+%.*\| *[1-9]\d*/", timeout=120)  # training has made progress
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert not (repo.path / "models/pretrained.safetensors").exists()  # dvc removed the old output; none written
     assert not (repo.path / "metrics/pretrain.json").exists()
     repo.run("git", "checkout", "--", "params.yaml")
     # --force: DVC would otherwise check the lost outputs out of its cache (dvc.lock still names them).
@@ -194,23 +186,23 @@ def test_refused_param_then_fixed_restores_from_the_run_cache(repo: Repo) -> Non
     assert repo.run("git", "status", "--porcelain").stdout == ""
 
 
-LORA_OUTS = ("models/lora", "models/zoo", "metrics/evaluate.json", "metrics/summary", "metrics/analyze.json", "metrics/zoo.json",
-             "plots/evaluate", "plots/zoo")
+def _cache_objects(repo: Repo) -> dict[Path, int]:
+    return {p: p.stat().st_size for p in (repo.path / ".dvc/cache/files").rglob("*") if p.is_file()}
 
 
-def test_rank_change_reruns_the_lora_stages_and_a_round_trip_restores_them(repo: Repo) -> None:
-    before = repo.snapshot(*LORA_OUTS)
-    proc = repo.dvc("exp", "run", "-S", "lora.rank=2")
-    assert repo.ran(proc) == LORA_STAGES  # analyze_full, the full fine-tuning spectra, is not among them
-    assert repo.json("metrics/evaluate.json")["param_count"]["lora"] == 2 * 890
+def test_rank_experiments_run_one_torch_stage_store_adapter_sizes_and_restore(repo: Repo) -> None:
+    before, cached = repo.snapshot(*LORA_OUTS), _cache_objects(repo)
+    model_bytes = (repo.path / "models/pretrained.safetensors").stat().st_size
+    for rank in (2, 4, 8):
+        proc = repo.dvc("exp", "run", "-S", f"lora.rank={rank}")
+        assert repo.ran(proc) == LORA_STAGES  # not the zoo, not full fine-tuning, not pretraining
+        assert repo.json("metrics/evaluate.json")["param_count"]["lora"] == rank * 890
+    added = {p: n for p, n in _cache_objects(repo).items() if p not in cached}
+    assert added and max(added.values()) < model_bytes / 2, added  # adapters, metrics, plots: never a full model
     diff = json.loads(repo.dvc("metrics", "diff", "--json").stdout)["metrics/summary/evaluate.json"]
-    assert diff["lora_params"] == {"old": 890, "new": 1780, "diff": 890}
-    everything = json.loads(repo.dvc("metrics", "diff", "--all", "--json").stdout)["metrics/summary/evaluate.json"]
-    assert "acc_lora" in everything
+    assert diff["lora_params"] == {"old": 890, "new": 8 * 890, "diff": 7 * 890}
     table = repo.run("env", "COLUMNS=160", str(BIN / "dvc"), "exp", "show", "--only-changed", "--no-pager").stdout
-    assert "lora.rank" in table and "lora_params" in table and "models/lora" in table, table
-    # Only a trailing hash column (models/zoo) may be cut at 160 columns, never a metric or param.
-    assert all(line.rstrip().endswith("…") for line in table.splitlines() if "…" in line), table
+    assert "lora.rank" in table and "lora_params" in table and "…" not in table, table  # fits, no column cut
 
     back = repo.dvc("exp", "run", "-S", "lora.rank=1")
     assert repo.ran(back) == set() and repo.restored(back) == LORA_STAGES
@@ -218,8 +210,8 @@ def test_rank_change_reruns_the_lora_stages_and_a_round_trip_restores_them(repo:
 
 
 def test_choosing_the_target_on_held_out_images_reruns_from_pretraining(repo: Repo) -> None:
-    proc = repo.dvc("exp", "run", "-S", "target.select_on=validation", "evaluate")  # evaluate and what it reads
-    assert repo.ran(proc) == {"pretrain", "select_target", "filter", "finetune", "evaluate"}  # pretraining sees only
+    proc = repo.dvc("exp", "run", "-S", "target.select_on=validation", "finetune")  # finetune and what it reads
+    assert repo.ran(proc) == {"pretrain", "select_target", "finetune_full", "finetune"}  # pretraining sees only
     # the first five sixths (the zoo's digit sets in validation mode: tests/test_zoo.py)
     pretrain = repo.json("metrics/pretrain.json")
     assert pretrain["train_size"] == 400 - 66 and pretrain["validation_size"] == 66
@@ -237,44 +229,3 @@ def test_bad_param_is_one_clear_error(repo: Repo) -> None:
     assert proc.returncode != 0
     assert "error: params: lora.rank = 0 is invalid: expected an integer >= 1" in proc.stderr
     assert "Traceback" not in proc.stderr
-
-
-def tamper(path: Path, key: str, delta: float) -> None:
-    """Add `delta` to element 3 of tensor `key`, keeping the file valid safetensors."""
-    with safe_open(path, framework="numpy") as f:
-        metadata = f.metadata()
-    tensors = load_file(path)
-    tensors[key] = tensors[key].copy()
-    tensors[key].reshape(-1)[3] += np.float32(delta)
-    path.unlink()  # DVC may have linked it from the cache: never write through to the cache
-    save_file(tensors, path, metadata=metadata)
-
-
-TAMPER = {
-    "models/snapshot.safetensors": ("linear2.bias", [
-        "tensor linear2.bias does not match its manifest sha256",
-        "models/pretrained.safetensors: tensor linear2.bias differs from the snapshot (max abs diff 0.5)",
-    ]),
-    "models/pretrained.safetensors": ("linear1.weight", [
-        "models/pretrained.safetensors: tensor linear1.weight differs from the snapshot (max abs diff 0.5)",
-    ]),
-    "models/lora/finetuned.safetensors": ("linear3.parametrizations.weight.original", [
-        "models/lora/finetuned.safetensors: tensor linear3.weight differs from the snapshot (max abs diff 0.5)",
-    ]),
-    "models/lora/adapter_model.safetensors": ("base_model.model.linear1.lora_A.weight", [
-        "models/lora/adapter_model.safetensors: tensor base_model.model.linear1.lora_A.weight differs from the "
-        "fine-tuned model's (max abs diff 0.5)",
-    ]),
-}
-
-
-@pytest.mark.parametrize("rel", sorted(TAMPER))
-def test_tampered_artifact_fails_verify_naming_the_tensor(repo: Repo, rel: str) -> None:
-    key, messages = TAMPER[rel]
-    tamper(repo.path / rel, key, 0.5)
-    proc = repo.dvc("repro", "--single-item", "verify", check=False)
-    assert proc.returncode != 0
-    for message in messages:
-        assert message in proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert repo.json("metrics/verify.json")["passed"] is False

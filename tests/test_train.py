@@ -1,4 +1,5 @@
-"""The training loop's Adam is torch.optim.Adam bit for bit, without torch._dynamo's import cost."""
+"""base/train.py: the training loop (its Adam is torch.optim.Adam bit for bit, without torch._dynamo's import cost)
+and the scoring of a model on a labelled set."""
 
 import subprocess
 import sys
@@ -7,8 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from lora_mnist.model import RichBoyNet
-from lora_mnist.train import Adam, train
+from lora_mnist.artifacts import per_digit
+from lora_mnist.base.model import RichBoyNet
+from lora_mnist.base.train import Adam, accuracy, digit_totals, logits, predict, train, wrong_counts
 
 
 def _step(model: nn.Module, opt, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -53,10 +55,27 @@ def test_train_returns_every_step_loss_and_checks_the_batch_count():
 def test_training_does_not_import_torch_dynamo():
     code = (
         "import sys, torch\n"
-        "from lora_mnist.model import RichBoyNet\n"
-        "from lora_mnist.train import train\n"
+        "from lora_mnist.base.model import RichBoyNet\n"
+        "from lora_mnist.base.train import train\n"
         "train(RichBoyNet(8, 8), torch.randn(20, 784), torch.randint(0, 10, (20,)),"
         " [torch.arange(10), torch.arange(10, 20)], steps=2, lr=1e-3, desc='t')\n"
         "assert 'torch._dynamo' not in sys.modules, 'torch._dynamo was imported'\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True)
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_wrong_counts_are_indexed_by_true_label():
+    labels = torch.tensor([7, 7, 7, 1, 9, 0])
+    preds = torch.tensor([9, 9, 7, 1, 4, 0])
+    assert wrong_counts(labels, preds) == [0, 0, 0, 0, 0, 0, 0, 2, 0, 1]
+    assert accuracy(labels, preds) == 3 / 6
+    assert per_digit(wrong_counts(labels, preds))["7"] == 2
+    assert digit_totals(labels) == [1, 1, 0, 0, 0, 0, 0, 3, 0, 1]
+
+
+def test_predict_is_batched_argmax():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 10)
+    x = torch.randn(25, 4)
+    assert torch.equal(predict(model, x, batch_size=7), model(x).argmax(1))
+    assert logits(model, x, batch_size=7).shape == (25, 10)

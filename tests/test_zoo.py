@@ -1,27 +1,26 @@
-"""The adapter zoo on tiny synthetic data: training sets, records, switching, summing, verify's zoo checks."""
+"""The adapter zoo on tiny synthetic data: training sets, records, switching, summing, scoring, the zoo's own knobs."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
-from lora_mnist.adapter import load_adapter, save_adapter, switch_adapter
-from lora_mnist.checkpoint import save_model
-from lora_mnist.config import FinetuneParams, LoraParams
-from lora_mnist.errors import ArtifactError
-from lora_mnist.idx import read_idx
-from lora_mnist.integrity import digest
-from lora_mnist.lora import apply_lora, lora_layers, merge
-from lora_mnist.model import RichBoyNet
-from lora_mnist.names import ZOO_RECORD, peft_key
-from lora_mnist.proof import Proof, check_zoo
-from lora_mnist.summary import zoo_headline
-from lora_mnist.zoo import digits_set, make_adapter, train_adapter
-from lora_mnist.zoo_eval import others_accuracy, summed
+from lora_mnist.artifacts import digest, read_json, tensor_digests
+from lora_mnist.base.data import read_idx
+from lora_mnist.base.model import RichBoyNet, load_model, save_model
+from lora_mnist.base.train import predict, wrong_counts
+from lora_mnist.cli import ArtifactError, DataError
+from lora_mnist.config import LINEAR_NAMES, ZooParams
+from lora_mnist.lora.adapter import (RECORD, adapter_bytes, load_adapter, load_settings, peft_key, save_adapter,
+                                     switch_adapter, training_record)
+from lora_mnist.lora.layer import apply_lora, lora_layers, merge
+from lora_mnist.lora.zoo import PAIR, digits_set, evaluate_zoo, others_accuracy, summed, train_zoo
+from lora_mnist.report.metrics import zoo_headline
 
-CFG = FinetuneParams(seed=0, steps=4, batch_size=5, lr=0.01, replay=0.5)  # replay is ignored by the zoo
-LORA = LoraParams(rank=2, alpha=2.0)
+ZOO = ZooParams(digits=(3, 5), compose=(3, 5), rank=2, alpha=2.0, seed=0, steps=4, batch_size=5, lr=0.01)
+CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
@@ -42,51 +41,79 @@ def pretrained(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def zoo(data_root, pretrained, tmp_path_factory):
-    """Adapters for digits 3 and 5 and one for both, trained and saved as the stages do."""
-    out = tmp_path_factory.mktemp("zoo")
-    for name, digits in {"3": [3], "5": [5], "pair": [3, 5]}.items():
-        make_adapter(data_root, pretrained, digits, "test", CFG, LORA, torch.device("cpu"), out / name)
-    return out
+def trained_zoo(data_root, pretrained, tmp_path_factory):
+    """Adapters for digits 3 and 5 and one for both, trained and saved as the stage does; and the records returned."""
+    out = tmp_path_factory.mktemp("zoo") / "zoo"
+    return out, train_zoo(ZOO, "test", data_root, pretrained, out, CPU)
 
 
-def test_a_digit_set_holds_that_digit_only_and_never_the_held_out_images(data_root):
+@pytest.fixture(scope="module")
+def zoo(trained_zoo):
+    return trained_zoo[0]
+
+
+def test_a_digit_set_holds_those_digits_only_and_never_the_held_out_images(data_root):
     labels = read_idx(data_root / "MNIST" / "raw" / "train-labels-idx1-ubyte")
     data = digits_set(data_root, [3, 5], "test", 5)
     assert data.n_target == len(data.labels) == int(np.isin(labels, [3, 5]).sum())
-    assert set(data.labels.tolist()) == {3, 5} and data.digits == (3, 5)
+    assert set(data.labels.tolist()) == {3, 5} and data.digits == [3, 5]
     held_out = digits_set(data_root, [3], "validation", 5)  # the last sixth chose the target: never trained on
     assert held_out.n_target == int((labels[: 120 - 20] == 3).sum()) < int((labels == 3).sum())
-    with pytest.raises(ValueError, match="2 target digits"):
-        data.digit  # noqa: B018
 
 
 def test_too_few_images_for_a_batch_names_the_zoo_param(data_root):
-    from lora_mnist.errors import DataError
-
     with pytest.raises(DataError, match=r"digit 3 has \d+ training samples, fewer than one batch .* zoo.digits"):
         digits_set(data_root, [3], "test", 1000)
-    with pytest.raises(DataError, match=r"digit \[3, 5\] has .* choose another zoo.compose"):
-        digits_set(data_root, [3, 5], "test", 1000, knob="zoo.compose")
+    with pytest.raises(DataError, match=r"digit \[3, 5\] has \d+ .* choose another zoo.digits"):
+        digits_set(data_root, [3, 5], "test", 1000)
 
 
-def test_the_record_holds_the_trained_factors_and_the_untouched_base(zoo, pretrained):
-    from lora_mnist.integrity import tensor_digests
+def test_the_zoo_holds_one_adapter_per_digit_and_the_pair_each_with_its_record(trained_zoo, pretrained):
+    zoo, records = trained_zoo
+    assert sorted(p.name for p in zoo.iterdir()) == sorted(["3", "5", PAIR])
+    assert records.keys() == {"3", "5", PAIR}
+    for name, digits in {"3": [3], "5": [5], PAIR: [3, 5]}.items():
+        record = read_json(zoo / name / RECORD)
+        assert record == records[name] and record["digits"] == digits
+        assert record["base_sha256"] == tensor_digests(pretrained)  # training never moved a base tensor
+        assert record["loss"]["first"] > 0
+        from safetensors.numpy import load_file
 
-    record = json.loads((zoo / "3" / ZOO_RECORD).read_text())
-    assert record["base_sha256"] == tensor_digests(pretrained)
-    assert record["digits"] == [3] and record["loss"]["first"] > 0
-    assert record["numerics"]["torch_device"] == "cpu" and "cpu" in record["numerics"]  # how it was computed
-    from safetensors.numpy import load_file
+        saved = load_file(zoo / name / "adapter_model.safetensors")
+        assert record["adapter_sha256"] == {k: digest(v) for k, v in saved.items()}
+        assert sorted(saved) == sorted(peft_key(n, p) for n in LINEAR_NAMES for p in "AB")
+        assert {v.shape[0] for k, v in saved.items() if k.endswith("lora_A.weight")} == {ZOO.rank}
+    assert records["3"]["adapter_sha256"] != records["5"]["adapter_sha256"]
 
-    saved = load_file(zoo / "3" / "adapter_model.safetensors")
-    assert record["adapter_sha256"] == {k: digest(v) for k, v in saved.items()}
-    assert sorted(saved) == sorted(peft_key(n, p) for n in LORA.targets for p in "AB")
+
+def test_the_zoo_is_written_whole_so_no_stale_adapter_remains(data_root, pretrained, tmp_path):
+    out = tmp_path / "zoo"
+    for name in ("2", "3", "8"):  # a previous zoo with other digits
+        (out / name).mkdir(parents=True)
+    (out / "8" / RECORD).write_text("{}")
+    train_zoo(replace(ZOO, steps=1), "test", data_root, pretrained, out, CPU)
+    assert sorted(p.name for p in out.iterdir()) == sorted(["3", "5", PAIR])
+    assert not list(tmp_path.glob(".tmp-*"))
+
+
+def test_the_zoo_is_trained_with_its_own_knobs_and_nothing_else(trained_zoo, data_root, pretrained, tmp_path):
+    """zoo.* alone decide the adapters (lora.* and finetune.* are the main adapter's; train_zoo never sees them):
+    the same knobs give the same bytes whatever the global RNG holds, and the zoo's seed is read."""
+    zoo, _ = trained_zoo
+    assert load_settings(zoo / "3") == {"targets": list(LINEAR_NAMES), "rank": ZOO.rank, "alpha": ZOO.alpha,
+                                        "init": "gaussian", "scaling": "standard"}
+    torch.manual_seed(1234)  # the global generator: the zoo draws nothing from it
+    torch.rand(7)
+    train_zoo(ZOO, "test", data_root, pretrained, tmp_path / "again", CPU)
+    for name in ("3", "5", PAIR):
+        for path in sorted((zoo / name).iterdir()):
+            assert (tmp_path / "again" / name / path.name).read_bytes() == path.read_bytes(), path
+    reseeded = train_zoo(replace(ZOO, seed=1), "test", data_root, pretrained, tmp_path / "seeded", CPU)
+    assert reseeded["3"]["adapter_sha256"] != read_json(zoo / "3" / RECORD)["adapter_sha256"]
+    assert ZOO.finetune().replay == 0.0  # each adapter sees its own digits only
 
 
 def test_switching_equals_loading_on_a_fresh_base_and_never_touches_the_base(zoo, pretrained):
-    from lora_mnist.checkpoint import load_model
-
     images = torch.randn(6, 784, generator=torch.Generator().manual_seed(2))
     live = load_model(pretrained)
     load_adapter(live, zoo / "3")
@@ -99,11 +126,9 @@ def test_switching_equals_loading_on_a_fresh_base_and_never_touches_the_base(zoo
 
 
 def test_switching_to_an_adapter_of_another_layout_is_refused(zoo, pretrained, tmp_path):
-    from lora_mnist.checkpoint import load_model
-
     other = load_model(pretrained)
     apply_lora(other, ["linear1"], 1, 1.0, generator=torch.Generator().manual_seed(0))
-    save_adapter(other, tmp_path / "other")
+    save_adapter(other, tmp_path / "other", training_record(other, [3], 1, [1.0]))
     live = load_model(pretrained)
     load_adapter(live, zoo / "3")
     with pytest.raises(ArtifactError, match="layout .* differs from the model's adapter"):
@@ -111,8 +136,6 @@ def test_switching_to_an_adapter_of_another_layout_is_refused(zoo, pretrained, t
 
 
 def test_summing_two_adapters_adds_both_updates(zoo, pretrained):
-    from lora_mnist.checkpoint import load_model
-
     both = summed(pretrained, [zoo / "3", zoo / "5"])
     base = load_model(pretrained)
     deltas = []
@@ -131,52 +154,29 @@ def test_others_accuracy_skips_the_given_digits():
     assert others_accuracy(labels, preds, [3, 5]) == pytest.approx(2 / 3)
 
 
-def _manifest_and_snapshot(pretrained):
-    from lora_mnist.integrity import read_safetensors, tensor_digests
+def test_scoring_the_zoo_scores_each_adapter_as_if_loaded_alone(zoo, data_root, pretrained):
+    from lora_mnist.base.data import load_split
 
-    return tensor_digests(pretrained), read_safetensors(pretrained)[0]
+    result = evaluate_zoo(data_root, pretrained, zoo, [3, 5], [3, 5], CPU)
+    images, labels = load_split(data_root, "test")
 
+    def wrong(model):
+        return wrong_counts(labels, predict(model, images))
 
-def test_verify_passes_an_honest_zoo(zoo, pretrained):
-    proof = Proof()
-    check_zoo(proof, {zoo / "3": [3], zoo / "5": [5], zoo / "pair": [3, 5]}, *_manifest_and_snapshot(pretrained))
-    assert proof.failures == [] and proof.checks == {
-        "zoo_base_equals_snapshot": True, "zoo_adapters_equal_trained": True,
-        "zoo_adapters_readable_and_consistent": True}
-    assert proof.tensors_checked == 3 * (6 + 6)  # per adapter: 6 base tensors, 6 factors
-
-
-@pytest.mark.parametrize("tamper,check,needle", [
-    ("adapter", "zoo_adapters_equal_trained", "linear2.lora_B.weight differs from the trained factors"),
-    ("record", "zoo_base_equals_snapshot", "tensor linear1.weight differs from the snapshot"),
-    ("config", "zoo_adapters_readable_and_consistent", "has shape (2, 784), expected (3, 784)"),
-    ("digits", "zoo_adapters_readable_and_consistent", "trained on digits [3], expected [5]"),
-    ("missing", "zoo_adapters_readable_and_consistent", "adapter_model.safetensors: file not found"),
-])
-def test_verify_names_what_moved_in_a_zoo_adapter(zoo, pretrained, tmp_path, tamper, check, needle):
-    import shutil
-
-    from safetensors.torch import load_file, save_file
-
-    victim = tmp_path / "3"
-    shutil.copytree(zoo / "3", victim)
-    if tamper == "adapter":
-        tensors = load_file(victim / "adapter_model.safetensors")
-        tensors[peft_key("linear2", "B")][0, 0] += 1e-3
-        save_file(tensors, victim / "adapter_model.safetensors")
-    elif tamper == "record":  # training moved a base weight: its digest no longer matches the snapshot
-        record = json.loads((victim / ZOO_RECORD).read_text())
-        record["base_sha256"]["linear1.weight"] = "0" * 64
-        (victim / ZOO_RECORD).write_text(json.dumps(record))
-    elif tamper == "config":
-        config = json.loads((victim / "adapter_config.json").read_text())
-        (victim / "adapter_config.json").write_text(json.dumps({**config, "r": 3}))
-    elif tamper == "missing":
-        (victim / "adapter_model.safetensors").unlink()
-    proof = Proof()  # "digits": digit 3's adapter where digit 5's should be
-    check_zoo(proof, {zoo / "5": [5], victim: [5 if tamper == "digits" else 3]}, *_manifest_and_snapshot(pretrained))
-    assert proof.checks[check] is False
-    assert any(needle in f and str(victim) in f for f in proof.failures), proof.failures
+    assert result.wrong["base"] == wrong(load_model(pretrained))
+    for digit in (3, 5):
+        fresh = load_model(pretrained)
+        load_adapter(fresh, zoo / str(digit))
+        assert result.wrong[f"adapter {digit}"] == wrong(fresh)  # the stage switched; a fresh load agrees
+        entry = result.metrics["adapters"][str(digit)]
+        assert entry["wrong_lora"] == result.wrong[f"adapter {digit}"][digit]
+        assert entry["bytes"] == adapter_bytes(zoo / str(digit))
+    assert result.wrong["sum 3+5"] == wrong(summed(pretrained, [zoo / "3", zoo / "5"]))
+    assert result.wrong["pair 3+5"] == wrong(summed(pretrained, [zoo / PAIR]))
+    assert result.own == {"adapter 3": [3], "adapter 5": [5], "sum 3+5": [3, 5], "pair 3+5": [3, 5], "base": []}
+    assert result.metrics["composition"]["models"]["pair"]["wrong"] == {
+        "3": result.wrong["pair 3+5"][3], "5": result.wrong["pair 3+5"][5]}
+    json.dumps(result.metrics)  # the metrics file is plain JSON
 
 
 def test_the_headline_counts_adapters_that_cut_their_digits_errors():
@@ -184,16 +184,17 @@ def test_the_headline_counts_adapters_that_cut_their_digits_errors():
     assert zoo_headline(metrics) == {"zoo_adapters": 2, "zoo_improved": 1, "zoo_wrong": 6}
 
 
-def test_the_zoo_ignores_replay(data_root, pretrained):
-    data = digits_set(data_root, [3], "test", CFG.batch_size)
-    a = train_adapter(pretrained, data, CFG, LORA, torch.device("cpu"))[1]
-    b = train_adapter(pretrained, data, FinetuneParams(**{**CFG.__dict__, "replay": 0.0}), LORA, torch.device("cpu"))[1]
-    assert a == b
+def test_an_honest_zoo_passes_verify(zoo, pretrained, tmp_path):
+    from lora_mnist.verify import prove, take_snapshot
+
+    take_snapshot(pretrained, tmp_path / "snapshot.safetensors", tmp_path / "manifest.json")
+    proof = prove(tmp_path / "snapshot.safetensors", tmp_path / "manifest.json", pretrained,
+                  {zoo / "3": [3], zoo / "5": [5], zoo / PAIR: [3, 5]})
+    assert proof.failures == [] and proof.checks and all(proof.checks.values())
 
 
 def test_our_sum_is_what_peft_cat_combination_computes(zoo, pretrained):
     peft = pytest.importorskip("peft")
-    from lora_mnist.checkpoint import load_model
 
     model = peft.PeftModel.from_pretrained(load_model(pretrained), zoo / "3", adapter_name="3")
     model.load_adapter(zoo / "5", adapter_name="5")
@@ -202,12 +203,3 @@ def test_our_sum_is_what_peft_cat_combination_computes(zoo, pretrained):
     images = torch.randn(16, 784, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         torch.testing.assert_close(model(images), summed(pretrained, [zoo / "3", zoo / "5"])(images), atol=1e-5, rtol=1e-5)
-
-
-def test_folders_of_removed_digits_are_reported(tmp_path):
-    from lora_mnist.zoo_eval import stale_adapters
-
-    for name in ("2", "3", "8", "pair"):
-        (tmp_path / name).mkdir()
-    (tmp_path / ".gitignore").write_text("/2\n")
-    assert stale_adapters(tmp_path, [2, 3], tmp_path / "pair") == [str(tmp_path / "8")]

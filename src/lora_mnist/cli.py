@@ -1,4 +1,4 @@
-"""Run a stage's main so that user-fixable errors end in one clear line, not a traceback."""
+"""How a stage ends: the errors a user can fix, each printed as one line instead of a traceback."""
 
 from __future__ import annotations
 
@@ -6,7 +6,21 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from lora_mnist.errors import LoraMnistError
+
+class LoraMnistError(Exception):
+    """Base class: any error a user can fix (bad params, bad data, tampered artifacts)."""
+
+
+class ConfigError(LoraMnistError, ValueError):
+    """A param in params.yaml is unknown, missing, of the wrong type or out of range."""
+
+
+class DataError(LoraMnistError):
+    """Input data is missing, corrupted or does not match its expected checksum."""
+
+
+class ArtifactError(LoraMnistError):
+    """A model, adapter or snapshot is missing, malformed or does not match what made it."""
 
 
 def run_stage(main: Callable[[], None]) -> None:

@@ -10,15 +10,24 @@ from typing import Any
 
 import yaml
 
-from lora_mnist.architecture import LINEAR_NAMES, layer_shapes
-from lora_mnist.errors import ConfigError
-from lora_mnist.selection import replay_count
+from lora_mnist.cli import ConfigError
 
 DEVICES = ("cpu", "cuda", "mps", "auto")
 INITS = ("gaussian", "kaiming")
 SCALINGS = ("standard", "rslora")
 IMPLS = ("parametrize", "lowrank")
 SELECT_ON = ("test", "validation")
+
+# RichBoyNet's geometry, which the model params decide (model.py builds it; validation and numpy readers use it).
+N_PIXELS = 28 * 28
+N_CLASSES = 10
+LINEAR_NAMES = ("linear1", "linear2", "linear3")
+
+
+def layer_shapes(hidden_size_1: int, hidden_size_2: int) -> dict[str, tuple[int, int]]:
+    """(in_features, out_features) of each RichBoyNet Linear layer."""
+    return {"linear1": (N_PIXELS, hidden_size_1), "linear2": (hidden_size_1, hidden_size_2),
+            "linear3": (hidden_size_2, N_CLASSES)}
 
 
 def _spec(kind: str, allowed: str, check: Any = None, choices: tuple = ()) -> dict:
@@ -78,6 +87,12 @@ class FinetuneParams:
         default=0.0, metadata=_spec("float", "a number from 0 up to (not including) 1", lambda v: 0 <= v < 1)
     )
 
+    @property
+    def replay_per_batch(self) -> int:
+        """Samples per batch drawn from the other digits: replay * batch_size rounded half up, leaving at least one
+        target sample."""
+        return min(math.floor(self.replay * self.batch_size + 0.5), self.batch_size - 1)
+
 
 @dataclass(frozen=True)
 class LoraParams:
@@ -93,13 +108,28 @@ class LoraParams:
 
 @dataclass(frozen=True)
 class ZooParams:
-    # One adapter per digit, each trained on that digit's images only (lora.* and finetune.*, without replay).
+    # One adapter per digit, each trained on that digit's images only, with knobs of its own: lora.* and
+    # finetune.* experiments never re-train the zoo. Every adapter targets linear1-3, gaussian init, alpha / rank.
     digits: tuple[int, ...] = field(  # the base model's four worst digits: all ten cost too much time per repro
         default=(2, 3, 7, 9), metadata=_spec("digits", "a non-empty list of distinct digits 0-9")
     )
     # Two digits of the zoo whose adapters are summed, and compared with one adapter trained on both.
     compose: tuple[int, ...] = field(default=(3, 9), metadata=_spec("digits", "a list of two distinct digits 0-9",
                                                                      lambda v: len(v) == 2))
+    rank: int = _int(1, default=1)
+    alpha: float = _positive_float(default=1.0)
+    seed: int = _int(0, default=0)  # draws each adapter's A and its batches
+    steps: int = _int(1, default=100)
+    batch_size: int = _int(1, default=10)
+    lr: float = _positive_float(default=0.001)
+
+    def lora(self) -> LoraParams:
+        """The zoo's LoRA settings in the form fine-tuning takes."""
+        return LoraParams(self.rank, self.alpha, LINEAR_NAMES, "gaussian", "standard", "parametrize")
+
+    def finetune(self) -> FinetuneParams:
+        """The zoo's training settings in the form fine-tuning takes: its digits only, no replay."""
+        return FinetuneParams(self.seed, self.steps, self.batch_size, self.lr, 0.0)
 
 
 @dataclass(frozen=True)
@@ -180,11 +210,13 @@ def parse_params(raw: Any) -> Params:
     """Validate a params mapping (as read from YAML) and return typed Params."""
     params = _build(Params, raw, "")
     shapes = layer_shapes(params.model.hidden_size_1, params.model.hidden_size_2)
-    limit = min(min(shapes[name]) for name in params.lora.targets)
-    if params.lora.rank > limit:
-        raise _fail("lora.rank", params.lora.rank, f"an integer from 1 to {limit} (min(in, out) of the targeted layers)")
+    for key, rank, targets in (("lora.rank", params.lora.rank, params.lora.targets),
+                               ("zoo.rank", params.zoo.rank, LINEAR_NAMES)):
+        limit = min(min(shapes[name]) for name in targets)
+        if rank > limit:
+            raise _fail(key, rank, f"an integer from 1 to {limit} (min(in, out) of the targeted layers)")
     cfg = params.finetune
-    if cfg.replay > 0 and replay_count(cfg.replay, cfg.batch_size) == 0:
+    if cfg.replay > 0 and cfg.replay_per_batch == 0:
         raise _fail("finetune.replay", cfg.replay, f"0, or at least {1 / cfg.batch_size:g} so that one sample of "
                     f"each batch of {cfg.batch_size} (finetune.batch_size) comes from the other digits")
     missing = [d for d in params.zoo.compose if d not in params.zoo.digits]

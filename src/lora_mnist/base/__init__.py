@@ -1,0 +1,1 @@
+"""What the base model needs: MNIST, RichBoyNet, training, pretraining and choosing the target digit."""

@@ -1,0 +1,275 @@
+"""LoRA adapters in PEFT's on-disk format (adapter_config.json + adapter_model.safetensors), with the record of what
+training left (training.json), and the full models an adapter stands for, built on demand.
+
+A PEFT user can load our adapter with `PeftModel.from_pretrained(base, adapter_dir)`. PEFT's own "gaussian" init
+uses std 1/r (ours, the seed's, uses std 1); that only matters if PEFT re-initialises, never when it loads the
+saved tensors. Reading an adapter's config and tensor names is torch-free (verify uses it); the functions that
+build models import torch when called.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lora_mnist.artifacts import (atomic_dir, check_shapes, digest, json_bytes, read_json, read_safetensors,
+                                  safetensors_bytes, write_bytes)
+from lora_mnist.cli import ArtifactError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+LORA_MARK = "lora_"  # in the name of every LoRA tensor, and of no other
+PEFT_PREFIX = "base_model.model."  # PEFT's prefix for the wrapped model's modules
+ADAPTER_CONFIG = "adapter_config.json"  # PEFT's file names inside an adapter directory
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+RECORD = "training.json"  # ours, beside them (PEFT ignores it): what training left, as sha256 digests
+FINETUNED = "finetuned.safetensors"  # on demand (export): the whole fine-tuned model, frozen originals + factors
+MERGED = "merged.safetensors"  # on demand (export): W + scale * B @ A folded in, a plain RichBoyNet
+# PEFT settings that would change the forward pass; we only support their neutral value.
+NEUTRAL = {"bias": "none", "fan_in_fan_out": False, "use_dora": False, "lora_bias": False,
+           "rank_pattern": {}, "alpha_pattern": {}, "layers_to_transform": None, "modules_to_save": None,
+           "layer_replication": None, "target_parameters": None}
+
+
+def peft_key(module: str, part: str) -> str:
+    """PEFT adapter key of LoRA factor `part` ("A" (r, in) or "B" (out, r)) of `module`."""
+    return f"{PEFT_PREFIX}{module}.lora_{part}.weight"
+
+
+def peft_name(state_key: str) -> str:
+    """PEFT key of a LoRA model's state_dict key such as `linear1.parametrizations.weight.0.lora_A`."""
+    module, _, part = state_key.partition(".parametrizations.")
+    return peft_key(module, part.rsplit(LORA_MARK, 1)[-1])
+
+
+def lora_scale(alpha: float, rank: int, scaling: str) -> float:
+    """The factor on B @ A: alpha / rank ("standard") or alpha / sqrt(rank) ("rslora", PEFT's use_rslora)."""
+    return alpha / (rank if scaling == "standard" else math.sqrt(rank))
+
+
+def adapter_settings(config: Any, path: str | Path) -> dict[str, Any]:
+    """Validate a PEFT LoRA config (the JSON object of adapter_config.json) and turn it into apply_lora() keyword
+    arguments; anything we do not support is an ArtifactError naming the key."""
+    if not isinstance(config, dict):
+        raise ArtifactError(f"{path}: expected a JSON object, got {type(config).__name__}")
+
+    def bad(key: str, allowed: str) -> ArtifactError:
+        return ArtifactError(f"{path}: {key}={config.get(key)!r} is invalid: allowed is {allowed}")
+
+    if config.get("peft_type") != "LORA":
+        raise bad("peft_type", "'LORA'")
+    r, alpha, targets = config.get("r"), config.get("lora_alpha"), config.get("target_modules")
+    if isinstance(r, bool) or not isinstance(r, int) or r < 1:
+        raise bad("r", "an int >= 1")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not (0 < alpha < math.inf):
+        raise bad("lora_alpha", "a finite number > 0")
+    if not isinstance(targets, list) or not targets or not all(isinstance(t, str) for t in targets) \
+            or len(set(targets)) != len(targets):
+        raise bad("target_modules", "a non-empty list of distinct module names")
+    init = {"gaussian": "gaussian", True: "kaiming"}.get(config.get("init_lora_weights", True))
+    if init is None:
+        raise bad("init_lora_weights", "'gaussian' or true")
+    if not isinstance(config.get("use_rslora", False), bool):
+        raise bad("use_rslora", "true or false")
+    for key, neutral in NEUTRAL.items():
+        if config.get(key, neutral) not in (neutral, None):
+            raise bad(key, repr(neutral))
+    scaling = "rslora" if config.get("use_rslora", False) else "standard"
+    return {"targets": targets, "rank": r, "alpha": alpha, "init": init, "scaling": scaling}
+
+
+def load_settings(adapter_dir: str | Path) -> dict[str, Any]:
+    """The apply_lora() settings of the adapter in `adapter_dir`, validated."""
+    path = Path(adapter_dir) / ADAPTER_CONFIG
+    return adapter_settings(read_json(path), path)
+
+
+def adapter_shapes(settings: dict[str, Any], layers: dict[str, tuple[int, int]], source: str | Path
+                   ) -> dict[str, tuple[int, int]]:
+    """The tensors an adapter with `settings` must hold for a model whose Linear layers are `layers` (name ->
+    (in, out)): A (r, in) and B (out, r) per target module, under PEFT's keys, r at most min(in, out)."""
+    unknown = [t for t in settings["targets"] if t not in layers]
+    if unknown:
+        raise ArtifactError(f"{source}: target_modules {unknown} are not Linear layers of the model {list(layers)}")
+    r = settings["rank"]
+    shapes = {}
+    for name in settings["targets"]:
+        n_in, n_out = layers[name]
+        if r > min(n_in, n_out):
+            raise ArtifactError(f"{source}: r = {r} is invalid for {name!r} ({n_in} -> {n_out}): allowed is "
+                                f"1 <= r <= {min(n_in, n_out)}")
+        shapes[peft_key(name, "A")], shapes[peft_key(name, "B")] = (r, n_in), (n_out, r)
+    return shapes
+
+
+def adapter_bytes(adapter_dir: str | Path) -> int:
+    """Bytes of what PEFT loads from an adapter directory: the config and the tensors."""
+    return sum((Path(adapter_dir) / name).stat().st_size for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS))
+
+
+def training_record(model: nn.Module, digits: list[int], train_size: int, losses: list[float]) -> dict:
+    """What training left in memory, as sha256 digests: the frozen base tensors (plain names, to compare with the
+    snapshot's manifest), the LoRA factors (PEFT names, to compare with the saved adapter) and which parameters
+    were trainable."""
+    from lora_mnist.lora.layer import base_state_dict, trainable_parameter_names
+
+    state = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+    return {
+        "digits": digits, "train_size": train_size, "loss": {"first": losses[0], "last": losses[-1]},
+        "base_sha256": {k: digest(v.detach().cpu().numpy()) for k, v in sorted(base_state_dict(model).items())},
+        "adapter_sha256": dict(sorted((peft_name(k), digest(v)) for k, v in state.items() if LORA_MARK in k)),
+        "trainable": trainable_parameter_names(model),
+    }
+
+
+def save_adapter(model: nn.Module, out_dir: str | Path, record: dict) -> None:
+    """Write the model's LoRA adapter and its training record to `out_dir` in one atomic step, byte-identical for
+    identical tensors."""
+    from lora_mnist.lora.layer import lora_layers
+
+    layers = lora_layers(model)
+    assert layers, "save_adapter: the model carries no LoRA layers"
+    first = next(iter(layers.values()))  # one setting for all layers: apply_lora gives them one
+    config = {
+        "peft_type": "LORA",
+        "r": first.rank,
+        "lora_alpha": first.alpha,
+        "target_modules": list(layers),  # module definition order: canonical, so bytes are stable
+        "use_rslora": first.scaling == "rslora",
+        "init_lora_weights": "gaussian" if first.init == "gaussian" else True,
+        "bias": "none",
+        "lora_dropout": 0.0,
+        "fan_in_fan_out": False,
+        "base_model_name_or_path": None,
+        "task_type": None,
+        "inference_mode": True,
+    }
+    tensors = {}
+    for name, lora in layers.items():
+        tensors[peft_key(name, "A")] = lora.lora_A
+        tensors[peft_key(name, "B")] = lora.lora_B
+    metadata = {"format": "pt", "init": first.init, "scaling": first.scaling}
+    with atomic_dir(out_dir) as tmp:
+        write_bytes(tmp / ADAPTER_CONFIG, json_bytes(config))
+        write_bytes(tmp / ADAPTER_WEIGHTS, safetensors_bytes(tensors, metadata))
+        write_bytes(tmp / RECORD, json_bytes(record))
+
+
+def read_adapter(model: nn.Module, adapter_dir: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """The adapter's settings and tensors (safetensors, no pickle), checked against `model`'s Linear layers:
+    exactly PEFT's A (r, in) and B (out, r) per target module, in the dtype of the weight they add to."""
+    from torch import nn
+    from torch.nn.utils import parametrize
+
+    adapter_dir = Path(adapter_dir)
+    settings = load_settings(adapter_dir)
+    weights_path = adapter_dir / ADAPTER_WEIGHTS
+    tensors, _ = read_safetensors(weights_path, framework="pt")
+    linears = {name: m for name, m in model.named_modules() if isinstance(m, nn.Linear)}
+    layers = {name: (m.in_features, m.out_features) for name, m in linears.items()}
+    check_shapes({k: tuple(v.shape) for k, v in tensors.items()},
+                 adapter_shapes(settings, layers, adapter_dir / ADAPTER_CONFIG), weights_path)
+    for key, tensor in tensors.items():
+        layer = linears[key[len(PEFT_PREFIX):].split(".lora_")[0]]
+        # The frozen weight's dtype, without computing W + B @ A on a layer that already carries LoRA.
+        weight = layer.parametrizations.weight.original if parametrize.is_parametrized(layer, "weight") \
+            else layer.weight
+        if tensor.dtype != weight.dtype:  # copy_ would cast silently
+            raise ArtifactError(f"{weights_path}: tensor {key!r} is {tensor.dtype}, the model's weight {weight.dtype}")
+    return settings, tensors
+
+
+def _copy_factors(model: nn.Module, targets: list[str], tensors: dict[str, torch.Tensor]) -> None:
+    import torch
+
+    from lora_mnist.lora.layer import lora_layers
+
+    layers = lora_layers(model)
+    with torch.no_grad():
+        for name in targets:
+            layers[name].lora_A.copy_(tensors[peft_key(name, "A")])
+            layers[name].lora_B.copy_(tensors[peft_key(name, "B")])
+
+
+def load_adapter(model: nn.Module, adapter_dir: str | Path) -> None:
+    """Apply LoRA to `model` as the adapter's config says and load its tensors. Everything is checked before the
+    model is touched, so a bad adapter leaves `model` unchanged."""
+    import torch
+
+    from lora_mnist.lora.layer import apply_lora, lora_layers
+
+    settings, tensors = read_adapter(model, adapter_dir)
+    if lora_layers(model):
+        raise ArtifactError(f"{adapter_dir}: the model already carries an adapter: switch_adapter replaces it")
+    # A throwaway generator: the initial A is overwritten, so don't consume the global RNG for it.
+    apply_lora(model, **settings, generator=torch.Generator().manual_seed(0))
+    _copy_factors(model, settings["targets"], tensors)
+
+
+def switch_adapter(model: nn.Module, adapter_dir: str | Path) -> None:
+    """Swap the LoRA factors of a model that already carries an adapter for those of another with the same
+    layout (targets, rank, alpha, scaling): the frozen base is neither reloaded nor touched."""
+    from lora_mnist.lora.layer import lora_layers
+
+    settings, tensors = read_adapter(model, adapter_dir)
+    live = {(name, lora.rank, lora.alpha, lora.scaling) for name, lora in lora_layers(model).items()}
+    wanted = {(name, settings["rank"], settings["alpha"], settings["scaling"]) for name in settings["targets"]}
+    if live != wanted:
+        raise ArtifactError(f"{adapter_dir}: its layout {sorted(wanted)} differs from the model's adapter "
+                            f"{sorted(live)}; load it onto a fresh base with load_adapter")
+    _copy_factors(model, settings["targets"], tensors)
+
+
+def export(pretrained: str | Path, adapter_dir: str | Path, manifest: str | Path, out_dir: str | Path) -> list[str]:
+    """Build, verify and write the two full models an adapter stands for: the fine-tuned model (frozen originals and
+    LoRA factors, with the parameters that were trainable) and the merged one (a plain RichBoyNet, no LoRA code
+    needed). Verified: the base tensors equal the snapshot's manifest, the factors what training recorded, and the
+    merged model's logits the LoRA model's; returns the files written."""
+    import torch
+
+    from lora_mnist.base.model import load_model, model_bytes
+    from lora_mnist.lora.layer import base_state_dict, merge
+    from lora_mnist.numerics import configure_torch, generator
+    from lora_mnist.verify import Proof, check_adapter, read_manifest
+
+    configure_torch("cpu")
+    adapter_dir, out_dir = Path(adapter_dir), Path(out_dir)
+    model = load_model(pretrained)
+    load_adapter(model, adapter_dir)
+    manifest, record = read_manifest(manifest), read_json(adapter_dir / RECORD)
+    proof, layers = Proof(), {n: (m.in_features, m.out_features) for n, m in model.named_children() if n != "relu"}
+    failures = [f for found in check_adapter(proof, adapter_dir, record.get("digits"), manifest, layers).values()
+                for f in found]
+    base = {k: digest(v.detach().numpy()) for k, v in base_state_dict(model).items()}
+    failures += proof.same_digests(pretrained, base, manifest, "the snapshot")
+    merged = merge(model)
+    probe = torch.randn(256, 784, generator=generator(0))
+    with torch.inference_mode():
+        if not torch.equal(merged.eval()(probe), model.eval()(probe)):
+            failures.append(f"{MERGED}: its logits differ from the LoRA model's")
+    if failures:
+        raise ArtifactError("export refused:\n  " + "\n  ".join(failures))
+    trainable = json.dumps(record["trainable"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_bytes(out_dir / FINETUNED, safetensors_bytes(model.state_dict(), {"trainable": trainable}))
+    write_bytes(out_dir / MERGED, model_bytes(merged))
+    return [str(out_dir / FINETUNED), str(out_dir / MERGED)]
+
+
+def _main() -> None:
+    """`python -m lora_mnist.lora.adapter PRETRAINED ADAPTER_DIR MANIFEST OUT_DIR` (make export): the full models."""
+    from lora_mnist.cli import parse_paths
+
+    args = parse_paths(export.__doc__, "pretrained", "adapter_dir", "manifest", "out_dir")
+    for path in export(args.pretrained, args.adapter_dir, args.manifest, args.out_dir):
+        print(f"export: {path}")
+
+
+if __name__ == "__main__":
+    from lora_mnist.cli import run_stage
+
+    run_stage(_main)

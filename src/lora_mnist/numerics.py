@@ -1,0 +1,187 @@
+"""How the results are computed, decided in one place: the CPU code paths pinned before any numeric library loads,
+the device, the seeded generator, and the record of all that which every compute stage writes beside its results.
+
+torch is imported inside the functions that need it, so the torch-free stages (snapshot, select_target, verify)
+pin numpy's BLAS and record it without paying torch's import.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+from lora_mnist.cli import ArtifactError, ConfigError
+
+# One CPU code path for every x86-64 machine with AVX2 (AVX-512 ones included) and every thread count.
+# Left alone, ATen's vectorised kernels use the widest instructions the CPU has and MKL picks its GEMM
+# kernels by CPU and thread count; each choice rounds differently, so the same params gave different
+# models on different machines. Both variables are read at the first CPU op, not at `import torch`.
+CPU_NUMERICS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2,STRICT"}
+# numpy's bundled OpenBLAS picks kernels by CPU and splits work by thread count, and both change the
+# rounding (the spectra's norms differed in the last digits between 1 and 2 threads). Read when numpy loads.
+BLAS_NUMERICS = {"OPENBLAS_NUM_THREADS": "1", "OPENBLAS_CORETYPE": "Haswell"}
+
+
+@functools.cache  # read by the pins and the record, once per process
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields in /proc/cpuinfo (empty where there is none, e.g. macOS)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {}
+    fields = {}
+    for line in text.split("\n\n")[0].splitlines():
+        key, _, value = line.partition(":")
+        fields[key.strip()] = value.strip()
+    return fields
+
+
+def cpu_identity() -> dict[str, str]:
+    """CPU model name and vendor, as the kernel reports them: the first thing to compare between machines."""
+    info = _cpuinfo()
+    flags = set(info.get("flags", "").split())
+    # Hypervisors often report a bare "AMD EPYC": family/model and the widest vector unit tell machines apart.
+    isa = "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else platform.machine()
+    return {"cpu": info.get("model name") or platform.processor() or platform.machine(),
+            "cpu_vendor": info.get("vendor_id", "unknown"),
+            "cpu_family_model": f"{info.get('cpu family', '?')}/{info.get('model', '?')}", "cpu_isa": isa}
+
+
+def has_avx2() -> bool:
+    """An x86-64 Linux CPU with AVX2 and FMA (where pinning to that code path is safe: no library checks)."""
+    if platform.machine() not in ("x86_64", "AMD64"):
+        return False
+    return {"avx2", "fma"} <= set(_cpuinfo().get("flags", "").split())
+
+
+def pin() -> bool:
+    """Pin numpy's OpenBLAS (one thread, Haswell kernels) and torch's ATen and MKL (the AVX2 code path), unless the
+    user set the variables; call before numpy or torch computes. False where the CPU lacks AVX2 (threads only)."""
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", BLAS_NUMERICS["OPENBLAS_NUM_THREADS"])
+    if not has_avx2():
+        return False
+    os.environ.setdefault("OPENBLAS_CORETYPE", BLAS_NUMERICS["OPENBLAS_CORETYPE"])
+    for key, value in CPU_NUMERICS.items():
+        os.environ.setdefault(key, value)
+    if "torch" in sys.modules and os.environ["ATEN_CPU_CAPABILITY"] == CPU_NUMERICS["ATEN_CPU_CAPABILITY"]:
+        import torch
+
+        if torch.backends.cpu.get_cpu_capability() != "AVX2":
+            raise RuntimeError("numerics.pin() ran after a torch CPU op had fixed the kernels: call it first")
+    return True
+
+
+def resolve_device(name: str):  # -> torch.device
+    """Map the `device` param to a torch.device; a requested accelerator that is absent is an error."""
+    import torch
+
+    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
+    if name == "auto":
+        name = "cuda" if cuda else "mps" if mps else "cpu"
+    if name == "cuda" and not cuda:
+        raise ConfigError("params: device = 'cuda' but no CUDA device is available (use cpu or auto)")
+    if name == "mps" and not mps:
+        raise ConfigError("params: device = 'mps' but no MPS device is available (use cpu or auto)")
+    return torch.device(name)
+
+
+def configure_torch(name: str):  # -> torch.device
+    """The device for the `device` param, with torch set up to compute the same bits every run: one CPU code path,
+    no denormals; on accelerators, deterministic kernels as far as they allow (the CPU ones we use already are)."""
+    pin()
+    device = resolve_device(name)
+    import torch
+
+    # Adam's second moments drift into float32 denormals during pretraining; x86 handles those in
+    # microcode, which made steps 4x slower. Flushing them to zero is deterministic and harmless here.
+    torch.set_flush_denormal(True)
+    if device.type != "cpu":  # the CPU kernels we use are deterministic; the flag below costs a 1.3 s import
+        # cuBLAS needs a fixed workspace for deterministic GEMMs; read when its first handle is created.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)  # warn, not crash, on an op CUDA lacks
+        torch.backends.cudnn.benchmark = False
+    return device
+
+
+def generator(seed: int):  # -> torch.Generator
+    """A CPU generator for fine-tuning's draws (LoRA init, shuffle). Pretraining alone seeds torch's global generator,
+    as the seed does, so that seed 0 replays the seed's initial weights and data order (base/pretrain.py)."""
+    import torch
+
+    return torch.Generator().manual_seed(seed)
+
+
+# MKL's conditional-numerical-reproducibility branch codes (mkl_cbwr.h), as mkl_cbwr_get(MKL_CBWR_BRANCH) reports
+# the one in force. That query returns the branch only, never the STRICT flag (oneMKL reference, mkl_cbwr_get).
+_CBWR_BRANCHES = {1: "OFF", 2: "AUTO", 3: "COMPATIBLE", 4: "SSE2", 6: "SSSE3", 7: "SSE4_1", 8: "SSE4_2", 9: "AVX",
+                  10: "AVX2", 11: "AVX512_MIC", 12: "AVX512", 13: "AVX512_MIC_E1", 14: "AVX512_E1"}
+MKL_CBWR_BRANCH = 1
+
+
+def mkl_branch() -> str:
+    """The CNR branch MKL actually uses (it honours MKL_CBWR=AVX2 on Intel CPUs; elsewhere it falls back to AUTO)."""
+    import ctypes
+
+    import torch
+
+    try:  # torch links MKL statically; its service layer still exports the query
+        lib = ctypes.CDLL(str(Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"))
+        get = lib.mkl_serv_cbwr_get
+    except (OSError, AttributeError):
+        return "unknown"
+    get.restype, get.argtypes = ctypes.c_int, [ctypes.c_int]
+    code = get(MKL_CBWR_BRANCH)
+    return _CBWR_BRANCHES.get(code, str(code))
+
+
+def blas_record() -> dict[str, Any]:
+    """How numpy's OpenBLAS computes in this process (after pin()): the record of the torch-free stages."""
+    import numpy as np
+
+    return {**cpu_identity(), "numpy": np.__version__,
+            "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE", "auto"),
+            "openblas_threads": int(os.environ.get("OPENBLAS_NUM_THREADS", "0") or 0)}
+
+
+def record(device, blas: bool = False) -> dict[str, Any]:
+    """How this process computes: CPU, ATen kernels, MKL branch, threads, torch, device, and numpy's BLAS where the
+    stage used it (call after a torch op)."""
+    import torch
+
+    out: dict[str, Any] = {
+        **cpu_identity(), "aten_capability": torch.backends.cpu.get_cpu_capability(), "mkl_cbwr": mkl_branch(),
+        "mkl_cbwr_requested": os.environ.get("MKL_CBWR", "unset"), "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__, "torch_device": device.type,
+    }
+    if device.type == "cuda":
+        out["device_name"] = torch.cuda.get_device_name(device)
+    return {**blas_record(), **out} if blas else out
+
+
+def merge_records(records: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """One value per field where every stage that records it agrees, else `stage=value; ...`: short and stable."""
+    merged: dict[str, Any] = {}
+    for key in sorted({k for rec in records.values() for k in rec}):
+        values = {stage: rec[key] for stage, rec in records.items() if key in rec}
+        distinct = set(map(str, values.values()))
+        merged[key] = next(iter(values.values())) if len(distinct) == 1 else "; ".join(
+            f"{stage}={value}" for stage, value in values.items())
+    return merged
+
+
+def numerics(records_dir: str, numerics_out: str) -> str:
+    """The stage `numerics`: every compute stage's record (<records_dir>/<stage>.json) merged into one file, the one
+    `dvc exp show` lists; returns a summary line."""
+    from lora_mnist.artifacts import read_json, write_json
+
+    records = {p.stem: read_json(p) for p in sorted(Path(records_dir).glob("*.json"))}
+    if not records:
+        raise ArtifactError(f"{records_dir}: no numerics records (*.json) from the compute stages")
+    merged = merge_records(records)
+    write_json(numerics_out, merged)
+    return (f"numerics: {len(records)} stages on {merged.get('cpu')}, ATen {merged.get('aten_capability')}, "
+            f"MKL {merged.get('mkl_cbwr')}")
