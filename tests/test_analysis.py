@@ -140,17 +140,24 @@ def test_full_report_and_lora_vs_full_put_both_updates_side_by_side(tmp_path):
 
 
 def test_figures_are_png_files_whose_bytes_depend_only_on_the_data(tmp_path):
-    from lora_mnist.report.plots import write_spectra_png, write_wrong_bars, write_zoo_heatmap
+    from lora_mnist.report.plots import write_spectra_png, write_zoo_heatmap
 
     wrong = {"base": list(range(10)), "adapter 3": [0] * 10, "sum 3+5": [9 - d for d in range(10)]}
     for name in ("a", "b"):
-        write_wrong_bars(tmp_path / f"bars_{name}.png", {"base": wrong["base"], "lora": wrong["adapter 3"]}, 3)
         write_spectra_png(tmp_path / f"spectra_{name}.png", {"linear1": {"full": [3.0, 1.0, 0.0]},
                                                              "linear2": {"full": [2.0], "lora": [1.0]}})
         write_zoo_heatmap(tmp_path / f"heatmap_{name}.png", wrong, {"adapter 3": [3], "sum 3+5": [3, 5]})
-    for kind in ("bars", "spectra", "heatmap"):
+    for kind in ("spectra", "heatmap"):
         data = (tmp_path / f"{kind}_a.png").read_bytes()
         assert data.startswith(b"\x89PNG\r\n\x1a\n") and data == (tmp_path / f"{kind}_b.png").read_bytes(), kind
     write_zoo_heatmap(tmp_path / "other.png", {**wrong, "adapter 3": [1] * 10}, {"adapter 3": [3], "sum 3+5": [3, 5]})
     assert (tmp_path / "other.png").read_bytes() != (tmp_path / "heatmap_a.png").read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp")) == []
+
+
+def test_wrong_rows_give_each_digit_one_row_with_a_column_per_model():
+    from lora_mnist.report.plots import wrong_rows
+
+    rows = wrong_rows({"base": [5, 0, 2], "lora": [1, 4, 2]})
+    assert rows == [{"digit": 0, "base": 5, "lora": 1}, {"digit": 1, "base": 0, "lora": 4},
+                    {"digit": 2, "base": 2, "lora": 2}]

@@ -73,7 +73,7 @@ def test_full_repro_runs_every_stage_and_writes_the_outputs(built: tuple[Repo, s
     assert sorted(p.name for p in (repo.path / "models/lora").iterdir()) == [
         "adapter_config.json", "adapter_model.safetensors", "training.json"]
     assert sorted(p.name for p in (repo.path / "models/zoo").iterdir()) == ["0", "1", "pair"]
-    for rel in ("plots/evaluate/wrong_per_digit.png", "plots/finetune_full/spectra.png", "plots/zoo/heatmap.png"):
+    for rel in ("plots/finetune_full/spectra.png", "plots/zoo/heatmap.png"):
         assert (repo.path / rel).read_bytes().startswith(b"\x89PNG"), rel
     assert len((repo.path / "plots/pretrain/loss.tsv").read_text().splitlines()) == 1 + 40
     assert not list(repo.path.rglob(".tmp-*")), "an atomic write left a temp file behind"
@@ -84,17 +84,22 @@ def test_plots_show_each_plot_once_with_its_file(repo: Repo) -> None:
     spec = yaml.safe_load((repo.path / "dvc.yaml").read_text())
     declared = {path: opts for stage in spec["stages"].values() for entry in stage.get("plots", [])
                 for path, opts in entry.items()}
-    (spectra_id, spectra), = (next(iter(entry.items())) for entry in spec["plots"])
-    assert sorted(shown) == sorted([*declared, spectra_id])  # one plot per declared file, the spectra together
+    top = dict(next(iter(entry.items())) for entry in spec["plots"])
+    assert sorted(shown) == sorted([*declared, *top])  # one plot per declared file; top-level ones draw several
     for plot_id, renders in shown.items():
         for render in renders:
             if render["type"] == "vega":
                 assert render["content"]["title"]["text"] == declared.get(plot_id, {}).get("title", plot_id)
             else:
                 assert (repo.path / plot_id).is_file()
-    lines = shown[spectra_id][0]["content"]
-    assert lines["encoding"]["y"]["scale"]["type"] == "log"
-    assert {row["filename"] for row in lines["data"]["values"]} == {Path(f).name for f in spectra["y"]}  # 3 layers
+    spectra_id, wrong_id = (next(k for k in top if k.startswith(s)) for s in ("Singular values", "Test errors"))
+    spectra = shown[spectra_id][0]["content"]
+    assert spectra["encoding"]["y"]["scale"]["type"] == "log"
+    assert {row["filename"] for row in spectra["data"]["values"]} == {Path(f).name for f in top[spectra_id]["y"]}
+    wrong = repo.json("plots/evaluate/wrong_per_digit.json")  # base and LoRA, one row per digit
+    ev = repo.json("metrics/evaluate.json")["wrong"]
+    assert wrong == [{"digit": d, "base": ev["base"][str(d)], "lora": ev["lora"][str(d)]} for d in range(10)]
+    assert len(shown[wrong_id][0]["content"]["data"]["values"]) == 2 * 10  # a line per model
 
 
 def test_second_repro_runs_nothing(repo: Repo) -> None:

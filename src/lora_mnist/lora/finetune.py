@@ -71,11 +71,11 @@ def train_lora(model_path: str | Path, data: FinetuneSet, cfg: FinetuneParams, l
     return model, losses
 
 
-def test_lora(model: nn.Module, pretrained: str | Path, images: torch.Tensor, labels: torch.Tensor, digit: int,
-              device: torch.device) -> tuple[dict, dict[str, torch.Tensor], dict[str, list[int]]]:
-    """Base vs LoRA on the test set: the comparison, and each model's predictions and errors per digit. With LoRA switched off the model
-    must give exactly the pretrained model's logits on every test image (the seed's third test), else an
-    ArtifactError: the adapter must only ever add to the frozen weights."""
+def score_lora(model: nn.Module, pretrained: str | Path, images: torch.Tensor, labels: torch.Tensor, digit: int,
+               device: torch.device) -> tuple[dict, dict[str, torch.Tensor], dict[str, list[int]]]:
+    """Base vs LoRA on the test set: the comparison, and each model's predictions and errors per digit. With LoRA
+    switched off the model must give exactly the pretrained model's logits on every test image (the seed's third
+    test), else an ArtifactError: the adapter must only ever add to the frozen weights."""
     images = images.to(device)
     base_logits = logits(load_model(pretrained).to(device), images)  # (n, 10)
     with lora_disabled(model):
@@ -91,10 +91,10 @@ def test_lora(model: nn.Module, pretrained: str | Path, images: torch.Tensor, la
             "checks": {"lora_off_logits_equal_pretrained": True}}, preds, wrong
 
 
-def finetune(device_name: str, cfg: FinetuneParams, lora: LoraParams, data_root: str, pretrained: str, indices: str, selection: str, full_analysis: str,
-             lora_out: str, metrics_out: str, evaluation_out: str, headline_out: str, analysis_out: str,
-             numerics_out: str, loss_out: str, bars_out: str, confusion_base_out: str,
-             confusion_lora_out: str) -> str:
+def finetune(device_name: str, cfg: FinetuneParams, lora: LoraParams, data_root: str, pretrained: str, indices: str,
+             selection: str, full_analysis: str, lora_out: str, metrics_out: str, evaluation_out: str,
+             headline_out: str, analysis_out: str, numerics_out: str, loss_out: str, wrong_out: str,
+             confusion_base_out: str, confusion_lora_out: str) -> str:
     """The stage: train the LoRA adapter, save it with its training record, score it against the base model (LoRA
     off must be the base), analyse its update beside full fine-tuning's; returns a summary line."""
     device = configure_torch(device_name)
@@ -110,23 +110,24 @@ def finetune(device_name: str, cfg: FinetuneParams, lora: LoraParams, data_root:
         "loss": {"first": losses[0], "last": losses[-1]}, "param_count": counts,
     })
     images, labels = load_split(data_root, "test")
-    evaluation, preds, wrong = test_lora(model, pretrained, images, labels, digit, device)
+    evaluation, preds, wrong = score_lora(model, pretrained, images, labels, digit, device)
     evaluation["target"]["chosen_on"] = json_field(selection, "target", "chosen_on")  # every number: test set
     plots.write_confusion(confusion_base_out, labels.tolist(), preds["base"].tolist())
     plots.write_confusion(confusion_lora_out, labels.tolist(), preds["lora"].tolist())
-    plots.write_wrong_bars(bars_out, wrong, digit)
+    write_json(wrong_out, plots.wrong_rows(wrong))
     write_json(evaluation_out, evaluation)
     write_json(headline_out, metrics.evaluate_headline(evaluation))
     write_json(analysis_out, analyze.lora_vs_full(pretrained, lora_out, full_analysis))
     write_json(numerics_out, record(device, blas=True))
     acc, target = evaluation["accuracy"], evaluation["target"]
-    return (f"finetune: {cfg.steps} steps on {data.n_target} images of digit {digit} ({device.type}), rank {lora.rank}, "
-            f"{counts['lora']:,} LoRA params, loss {losses[0]:.4f} -> {losses[-1]:.4f}; test accuracy "
-            f"{acc['base']:.4f} -> {acc['lora']:.4f}, digit {digit} wrong {target['wrong_base']} -> {target['wrong_lora']}")
+    return (f"finetune: {cfg.steps} steps on {data.n_target} images of digit {digit} ({device.type}), rank "
+            f"{lora.rank}, {counts['lora']:,} LoRA params, loss {losses[0]:.4f} -> {losses[-1]:.4f}; test accuracy "
+            f"{acc['base']:.4f} -> {acc['lora']:.4f}, digit {digit} wrong {target['wrong_base']} -> "
+            f"{target['wrong_lora']}")
 
 
-def finetune_full(device_name: str, cfg: FinetuneParams, data_root: str, pretrained: str, indices: str, selection: str, metrics_out: str,
-                  headline_out: str, analysis_out: str, numerics_out: str, loss_out: str, spectra_png_out: str,
+def finetune_full(device_name: str, cfg: FinetuneParams, data_root: str, pretrained: str, indices: str,
+                  selection: str, metrics_out: str, headline_out: str, analysis_out: str, numerics_out: str, loss_out: str, spectra_png_out: str,
                   spectrum_outs: list[str]) -> str:
     """The stage: every weight trained on the very batches LoRA saw, scored on the test set against the base model's
     results (select_target's file), and the singular values of its update per layer (one spectrum file per layer in

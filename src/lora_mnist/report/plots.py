@@ -19,22 +19,11 @@ def spectrum_rows(values: Sequence[float]) -> list[dict[str, float]]:
     return [{"k": k, "sigma": float(s)} for k, s in enumerate(values, start=1)]
 
 
-def write_wrong_bars(path: str | Path, wrong: dict[str, list[int]], target: int) -> None:
-    """Per-digit wrong counts of several models side by side, as a PNG bar chart."""
-    fig = _figure(figsize=(7, 3.5), dpi=100)
-    ax = fig.subplots()
-    width = 0.8 / len(wrong)
-    for i, (name, counts) in enumerate(wrong.items()):
-        xs = [d + (i - (len(wrong) - 1) / 2) * width for d in range(10)]
-        bars = ax.bar(xs, counts, width, label=name)
-        ax.bar_label(bars, fontsize=7)
-    ax.set_xticks(range(10))
-    ax.set_xlabel(f"true digit (target: {target})")
-    ax.set_ylabel("wrong predictions (test set)")
-    ax.set_title("Per-digit errors: base model vs LoRA fine-tuned")
-    ax.legend()
-    fig.tight_layout()
-    _save_png(fig, path)
+def wrong_rows(wrong: dict[str, list[int]]) -> list[dict[str, int]]:
+    """Test errors per digit, one row per digit and a column per model (`{"digit": 0, "base": 20, "lora": 28}`): what
+    dvc.yaml's top-level plot draws, one line per model. Not a PNG: matplotlib would cost each LoRA experiment 1.5 s."""
+    digits = range(len(next(iter(wrong.values()))))
+    return [{"digit": d, **{name: counts[d] for name, counts in wrong.items()}} for d in digits]
 
 
 def write_spectra_png(path: str | Path, spectra: dict[str, dict[str, list[float]]]) -> None:
