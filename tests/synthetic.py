@@ -40,3 +40,14 @@ def write_expected(path: Path, expected: dict) -> Path:
     """The checksum file the download stage reads from LORA_MNIST_EXPECTED_MD5."""
     path.write_text(json.dumps(expected))
     return path
+
+
+def write_pretrained(path: Path, hidden_size_1: int, hidden_size_2: int) -> Path:
+    """A tiny RichBoyNet checkpoint (random init, global seed 0), the stand-in for models/pretrained.safetensors."""
+    import torch
+
+    from lora_mnist.base.model import RichBoyNet, save_model
+
+    torch.manual_seed(0)
+    save_model(RichBoyNet(hidden_size_1, hidden_size_2), path)
+    return path

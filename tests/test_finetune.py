@@ -1,18 +1,20 @@
 """Fine-tuning with LoRA on a tiny model: what train_lora leaves (only the factors moved, the seed's forward back in
-place), and test_lora, the seed's third test: with LoRA switched off the model must be the pretrained one exactly."""
+place), and score_lora, the seed's third test: with LoRA switched off the model must be the pretrained one exactly."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from synthetic import write_pretrained
+
 from lora_mnist.artifacts import tensor_digests
-from lora_mnist.base.model import RichBoyNet, load_model, save_model
+from lora_mnist.base.model import load_model
 from lora_mnist.base.train import predict, wrong_counts
 from lora_mnist.cli import ArtifactError
 from lora_mnist.config import FinetuneParams, LoraParams
 from lora_mnist.lora.adapter import training_record
-from lora_mnist.lora.finetune import FinetuneSet, test_lora as score_lora, train_lora
+from lora_mnist.lora.finetune import FinetuneSet, score_lora, train_lora
 from lora_mnist.lora.layer import lora_layers
 
 CPU = torch.device("cpu")
@@ -22,10 +24,7 @@ DIGIT = 3
 
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "pretrained.safetensors"
-    save_model(RichBoyNet(8, 6), path)
-    return path
+    return write_pretrained(tmp_path_factory.mktemp("model") / "pretrained.safetensors", 8, 6)
 
 
 @pytest.fixture(scope="module")

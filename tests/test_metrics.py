@@ -8,8 +8,10 @@ import json
 import pytest
 import torch
 
+from synthetic import write_pretrained
+
 from lora_mnist.artifacts import per_digit, read_per_digit, write_json
-from lora_mnist.base.model import RichBoyNet, load_model, save_model
+from lora_mnist.base.model import load_model
 from lora_mnist.cli import ArtifactError
 from lora_mnist.lora.adapter import save_adapter, training_record
 from lora_mnist.lora.layer import apply_lora, freeze_non_lora
@@ -62,8 +64,7 @@ def test_read_per_digit_accepts_counts_only(tmp_path):
 def _verify_headline(tmp_path, tamper: bool = False) -> tuple[dict, dict, str | Exception]:
     """Run verify on a tiny base with untrained adapters (LoRA, zoo digits 3 and 9, the pair); return the headline,
     the detailed metrics, and verify's summary line or the error it raised."""
-    torch.manual_seed(0)
-    save_model(RichBoyNet(6, 4), tmp_path / "pretrained.safetensors")
+    write_pretrained(tmp_path / "pretrained.safetensors", 6, 4)
     take_snapshot(tmp_path / "pretrained.safetensors", tmp_path / "snapshot.safetensors", tmp_path / "snapshot.json")
     write_json(tmp_path / "selection.json", {"target": {"digit": 9}})
     for folder, digits in (("lora", [9]), ("zoo/3", [3]), ("zoo/9", [9]), ("zoo/pair", [3, 9])):

@@ -19,8 +19,10 @@ import torch
 from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
+from synthetic import write_pretrained
+
 from lora_mnist.artifacts import digest, read_json, read_safetensors
-from lora_mnist.base.model import RichBoyNet, load_model, save_model
+from lora_mnist.base.model import RichBoyNet, load_model
 from lora_mnist.cli import ArtifactError, run_stage
 from lora_mnist.config import LINEAR_NAMES, FinetuneParams, LoraParams
 from lora_mnist.lora.adapter import (ADAPTER_CONFIG, ADAPTER_WEIGHTS, FINETUNED, MERGED, RECORD, export, load_adapter,
@@ -59,8 +61,7 @@ def save_trained(model, data: FinetuneSet, losses: list[float], out: Path) -> Pa
 @pytest.fixture(scope="module")
 def honest(tmp_path_factory) -> Artifacts:
     root = tmp_path_factory.mktemp("honest")
-    torch.manual_seed(0)
-    save_model(RichBoyNet(8, 6), root / "pretrained.safetensors")
+    write_pretrained(root / "pretrained.safetensors", 8, 6)
     take_snapshot(root / "pretrained.safetensors", root / "snapshot.safetensors", root / "manifest.json")
     paths = {}
     for name, digits in {"adapter": [3], "pair": [3, 5]}.items():

@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 import torch
 
+from synthetic import write_pretrained
+
 from lora_mnist.artifacts import digest, read_json, tensor_digests
 from lora_mnist.base.data import read_idx
-from lora_mnist.base.model import RichBoyNet, load_model, save_model
+from lora_mnist.base.model import load_model
 from lora_mnist.base.train import predict, wrong_counts
 from lora_mnist.cli import ArtifactError, DataError
 from lora_mnist.config import LINEAR_NAMES, ZooParams
@@ -34,10 +36,7 @@ def data_root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "pretrained.safetensors"
-    save_model(RichBoyNet(16, 8), path)
-    return path
+    return write_pretrained(tmp_path_factory.mktemp("model") / "pretrained.safetensors", 16, 8)
 
 
 @pytest.fixture(scope="module")
