@@ -198,7 +198,7 @@ def _cache_objects(repo: Repo) -> dict[Path, int]:
 def test_rank_experiments_run_one_torch_stage_store_adapter_sizes_and_restore(repo: Repo) -> None:
     before, cached = repo.snapshot(*LORA_OUTS), _cache_objects(repo)
     model_bytes = (repo.path / "models/pretrained.safetensors").stat().st_size
-    for rank in (2, 4, 8):
+    for rank in (2, 8):  # the narrowest and widest columns (README: 2, 4 and 8 on the real data)
         proc = repo.dvc("exp", "run", "-S", f"lora.rank={rank}")
         assert repo.ran(proc) == LORA_STAGES  # not the zoo, not full fine-tuning, not pretraining
         assert repo.json("metrics/evaluate.json")["param_count"]["lora"] == rank * 890
