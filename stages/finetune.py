@@ -13,10 +13,10 @@ def main() -> None:
     params = load_params()
     from lora_mnist.numerics import pin
 
-    pin()  # before numpy or torch loads
+    pin(params.numerics)  # before numpy or torch loads
     from lora_mnist.lora.finetune import finetune
 
-    print(finetune(params.device, params.finetune, params.lora, **vars(args)))
+    print(finetune(params.device, params.numerics, params.finetune, params.lora, **vars(args)))
 
 
 if __name__ == "__main__":

@@ -13,12 +13,12 @@ def main() -> None:
     params = load_params()
     from lora_mnist.numerics import pin
 
-    pin()  # before numpy or torch loads
+    pin(params.numerics)  # before numpy or torch loads
     from lora_mnist.lora.finetune import finetune_full
 
     paths = vars(args)
     spectra = [paths.pop(f"spectrum{i}_out") for i in (1, 2, 3)]
-    print(finetune_full(params.device, params.finetune, **paths, spectrum_outs=spectra))
+    print(finetune_full(params.device, params.numerics, params.finetune, **paths, spectrum_outs=spectra))
 
 
 if __name__ == "__main__":

@@ -14,10 +14,11 @@ def main() -> None:
     params = load_params()  # validated before any heavy import or work
     from lora_mnist.numerics import pin
 
-    pin()  # before numpy or torch loads
+    pin(params.numerics)  # before numpy or torch loads
     from lora_mnist.base.pretrain import pretrain
 
-    print(pretrain(params.device, params.model, params.pretrain, params.target.select_on, **vars(args)))
+    print(pretrain(params.device, params.numerics, params.model, params.pretrain, params.target.select_on,
+                   **vars(args)))
 
 
 if __name__ == "__main__":

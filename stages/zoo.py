@@ -12,10 +12,10 @@ def main() -> None:
     params = load_params()
     from lora_mnist.numerics import pin
 
-    pin()  # before numpy or torch loads
+    pin(params.numerics)  # before numpy or torch loads
     from lora_mnist.lora.zoo import zoo
 
-    print(zoo(params.device, params.zoo, params.target.select_on, **vars(args)))
+    print(zoo(params.device, params.numerics, params.zoo, params.target.select_on, **vars(args)))
 
 
 if __name__ == "__main__":

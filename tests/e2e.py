@@ -14,6 +14,8 @@ import pytest
 import yaml
 from synthetic import write_expected, write_mnist
 
+from lora_mnist.numerics import PINNED
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 PROJECT = ["dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", ".dvc/config", ".dvc/.gitignore", ".dvc/plots", "stages",
@@ -80,17 +82,22 @@ def make_repo(base: Path) -> Repo:
     for section, values in SMALL.items():
         params[section].update(values)
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = {
-        **os.environ,
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        "LORA_MNIST_EXPECTED_MD5": str(write_expected(base / "expected.json", expected)),
-        "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
-        "DVC_NO_ANALYTICS": "1",
-    }
-    repo = Repo(path, env)
+    write_expected(base / "expected.json", expected)
+    repo = Repo(path, repo_env(base))
     repo.run("git", "init", "-q", "-b", "main")
     repo.commit("project")
     return repo
+
+
+def repo_env(base: Path) -> dict[str, str]:
+    """The environment of the project make_repo(base) made: this venv first, the synthetic data's checksums."""
+    return {  # without the pytest process's pins: each stage sets its numerics mode's own (numerics.pin)
+        **{k: v for k, v in os.environ.items() if k not in PINNED},
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "LORA_MNIST_EXPECTED_MD5": str(base / "expected.json"),
+        "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
+        "DVC_NO_ANALYTICS": "1",
+    }
 
 
 def copy_of(built: tuple[Repo, subprocess.CompletedProcess], dest: Path) -> Repo:

@@ -31,6 +31,8 @@ def test_params_yaml_is_valid_and_matches_dataclass_defaults():
 BAD = [
     ("device", "gpu", "cpu, cuda, mps, auto"),
     ("device", 1, "cpu, cuda, mps, auto"),
+    ("numerics", "exact", "one of fast, portable"),
+    ("numerics", True, "one of fast, portable"),
     ("data.source", "", "directory"),
     ("data.source", 3, "directory"),
     ("model.hidden_size_1", 0, ">= 1"),

@@ -1,5 +1,5 @@
-"""One CPU code path: the same params give the same bits whatever the thread count (and AVX2+ CPU); and the record
-of how each stage computed (numerics.py)."""
+"""The `numerics` modes: one CPU code path, the same bits whatever the thread count (fast) or CPU vendor (portable);
+and the record of how each stage computed (numerics.py)."""
 
 import json
 import os
@@ -14,19 +14,19 @@ from lora_mnist import numerics
 from lora_mnist.cli import ArtifactError
 
 needs_avx2 = pytest.mark.skipif(not numerics.has_avx2(), reason="pinning applies to x86-64 CPUs with AVX2")
-PINNED = (*numerics.CPU_NUMERICS, *numerics.BLAS_NUMERICS)  # every variable pin() may set
-# What mkl_cbwr_get(MKL_CBWR_BRANCH) reported for the pinned request, by CPU vendor, on the machines it was seen on:
-# an Intel Xeon (issue 20) and AMD EPYCs (Zen 4; MKL honours the AVX2 branch on Intel CPUs only).
+PINNED = numerics.PINNED  # every variable pin() may set, in either mode
+# What mkl_cbwr_get(MKL_CBWR_BRANCH) reported for fast mode's request, by CPU vendor, on the machines it was seen on:
+# an Intel Xeon (issue 20) and AMD EPYCs (Zen 3, Zen 4; MKL honours the AVX2 branch on Intel CPUs only).
 SEEN_MKL_BRANCH = {"GenuineIntel": "AVX2", "AuthenticAMD": "AUTO"}
 
 TRAIN = """
 from lora_mnist.numerics import pin
-pin()  # as the stages do: before numpy or torch loads
+pin("fast")  # as the stages do: before numpy or torch loads
 import hashlib, sys, torch
 from lora_mnist.base.model import RichBoyNet
 from lora_mnist.base.train import train
 from lora_mnist.numerics import configure_torch, generator
-configure_torch("cpu")
+configure_torch("cpu", "fast")
 torch.set_num_threads(int(sys.argv[1]))
 g = generator(0)
 torch.manual_seed(0)
@@ -47,7 +47,7 @@ def _run(threads: int) -> str:
 
 
 @needs_avx2
-def test_training_is_bit_identical_for_any_thread_count():
+def test_fast_training_is_bit_identical_for_any_thread_count():
     runs = {threads: _run(threads) for threads in (1, 2)}  # unpinned, 2 threads once differed from 1 and 3
     assert runs[1].startswith("AVX2 ")
     assert runs[1] == runs[2]
@@ -62,19 +62,35 @@ def _unset(monkeypatch, keys) -> None:
 @needs_avx2
 def test_pinning_after_a_cpu_op_is_an_error_not_a_silent_no_op(monkeypatch):
     _unset(monkeypatch, PINNED)
+    monkeypatch.setattr(numerics, "_MODE", [])
     # What an AVX-512 machine reports if an op ran before the pin: the kernels are already chosen.
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
     with pytest.raises(RuntimeError, match="after a torch CPU op"):
-        numerics.pin()
+        numerics.pin("fast")
 
 
-def test_no_pinning_without_avx2_but_one_blas_thread(monkeypatch):
+def test_one_mode_per_process_and_only_the_two_modes(monkeypatch):
+    _unset(monkeypatch, PINNED)
+    monkeypatch.setattr(numerics, "_MODE", [])
+    monkeypatch.setattr(numerics, "has_avx2", lambda: False)  # threads only: this process's kernels stay as they are
+    with pytest.raises(numerics.ConfigError, match="numerics = 'exact' is invalid: expected one of fast, portable"):
+        numerics.pin("exact")
+    numerics.pin("portable")
+    numerics.pin("portable")  # again: a no-op
+    with pytest.raises(RuntimeError, match=r"pin\('fast'\) after pin\('portable'\)"):
+        numerics.pin("fast")  # MKL and ATen would keep the first mode's code paths: refuse, never mix
+
+
+def test_no_pinning_without_avx2_but_fixed_threads(monkeypatch):
     monkeypatch.setattr(numerics.platform, "machine", lambda: "arm64")
+    monkeypatch.setattr(numerics, "_MODE", [])
     _unset(monkeypatch, PINNED)
     assert numerics.has_avx2() is False
-    assert numerics.pin() is False
-    assert not {*numerics.CPU_NUMERICS, "OPENBLAS_CORETYPE"} & set(os.environ)  # no x86 code path is requested
+    assert numerics.pin("portable") is False
+    x86 = {*numerics.CPU_NUMERICS["fast"], *numerics.CPU_NUMERICS["portable"], "OPENBLAS_CORETYPE"}
+    assert not x86 & set(os.environ)  # no x86 code path is requested
     assert os.environ["OPENBLAS_NUM_THREADS"] == numerics.BLAS_NUMERICS["OPENBLAS_NUM_THREADS"]
+    assert os.environ["OMP_NUM_THREADS"] == numerics.THREADS["portable"]["OMP_NUM_THREADS"]
 
 
 def test_generator_is_seeded_and_leaves_the_global_one_alone():
@@ -87,29 +103,31 @@ def test_generator_is_seeded_and_leaves_the_global_one_alone():
 
 
 RECORD = """
+import sys
 from lora_mnist.numerics import pin
-pin()  # as the stages do: before numpy or torch loads
+pin(sys.argv[1])  # as the stages do: before numpy or torch loads
 import json, torch
 from lora_mnist.numerics import configure_torch, record
-device = configure_torch("cpu")
+device = configure_torch("cpu", sys.argv[1])
 assert device == torch.device("cpu"), device
 torch.ones(8, 8) @ torch.ones(8, 8)
 print(json.dumps(record(device, blas=True)))
 """
 
 
-def _record(**env: str) -> dict:
-    clean = {k: v for k, v in os.environ.items() if k not in (*PINNED, "OMP_NUM_THREADS")}
-    out = subprocess.run([sys.executable, "-c", RECORD], env={**clean, **env}, check=True, capture_output=True,
+def _record(mode: str, **env: str) -> dict:
+    clean = {k: v for k, v in os.environ.items() if k not in PINNED}
+    out = subprocess.run([sys.executable, "-c", RECORD, mode], env={**clean, **env}, check=True, capture_output=True,
                          text=True, timeout=120)
     return json.loads(out.stdout)
 
 
 @needs_avx2
 def test_the_numerics_record_says_how_the_process_computed():
-    record = _record()
+    record = _record("fast")
+    assert record["numerics"] == "fast"
     assert record["aten_capability"] == "AVX2" and record["cpu_isa"] in ("avx2", "avx512")
-    assert record["mkl_cbwr_requested"] == numerics.CPU_NUMERICS["MKL_CBWR"]  # what pin() asked MKL for
+    assert record["mkl_cbwr_requested"] == numerics.CPU_NUMERICS["fast"]["MKL_CBWR"]  # what pin() asked MKL for
     # What MKL runs is vendor-specific (and never includes the STRICT flag, which the query does not report):
     # assert the value seen on each vendor; elsewhere only that a branch is reported.
     vendor = record["cpu_vendor"]
@@ -126,12 +144,15 @@ def test_the_numerics_record_says_how_the_process_computed():
 
 
 @needs_avx2
-def test_the_documented_cross_vendor_override_takes_effect():
-    """README: MKL_CBWR=COMPATIBLE OMP_NUM_THREADS=1 dvc repro: the user's setting wins over the pinned one."""
-    record = _record(MKL_CBWR="COMPATIBLE", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="2")
+def test_portable_mode_takes_effect_whatever_the_shell_says():
+    """numerics: portable is MKL's COMPATIBLE branch (reported as such on Intel Xeons and AMD EPYCs), one thread,
+    ATen's AVX2 path; the param decides, not variables left in the user's shell."""
+    record = _record("portable", MKL_CBWR="AVX512", OMP_NUM_THREADS="2", MKL_NUM_THREADS="2",
+                     OPENBLAS_NUM_THREADS="2", ATEN_CPU_CAPABILITY="default")
+    assert record["numerics"] == "portable"
     assert record["mkl_cbwr"] == "COMPATIBLE" and record["mkl_cbwr_requested"] == "COMPATIBLE"
     assert record["torch_threads"] == 1 and record["aten_capability"] == "AVX2"
-    assert record["openblas_threads"] == 2
+    assert record["openblas_threads"] == 1
 
 
 def test_numerics_merge_keeps_one_value_where_stages_agree_and_names_them_where_not():

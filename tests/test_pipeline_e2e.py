@@ -21,6 +21,7 @@ import yaml
 from e2e import BIN, Repo, copy_of
 
 STAGES = {"download", "pretrain", "snapshot", "select_target", "finetune", "finetune_full", "zoo", "verify", "numerics"}
+COMPUTE_STAGES = {"pretrain", "finetune_full", "finetune", "zoo"}  # the torch stages: each reads `numerics`
 LORA_STAGES = {"finetune", "verify"}  # what a change of lora.* re-runs: one torch process, then the proof
 LORA_OUTS = ("models/lora", "metrics/finetune.json", "metrics/evaluate.json", "metrics/analyze.json",
              "metrics/summary", "metrics/verify.json", "plots/evaluate", "plots/finetune")
@@ -60,6 +61,7 @@ def test_full_repro_runs_every_stage_and_writes_the_outputs(built: tuple[Repo, s
     assert headline["verified"] is True and headline["acc_full"] == full["accuracy"]["full"]
     numerics = repo.json("metrics/numerics.json")
     assert numerics["torch_device"] == "cpu" and numerics["openblas_threads"] == 1  # the spectra's BLAS: one thread
+    assert numerics["numerics"] == "portable" and numerics["torch_threads"] == 1  # the default mode, every stage
     assert {"cpu", "cpu_vendor", "aten_capability", "mkl_cbwr", "torch", "torch_threads"} <= set(numerics)
     runs = repo.path / ".dvc/cache/runs"
     assert len([d for d in runs.glob("*/*") if d.is_dir()]) == len(STAGES)  # each stage is in the run cache
@@ -130,12 +132,6 @@ def test_push_pull_and_artifacts_get_need_no_recompute(repo: Repo, tmp_path: Pat
                                             for p in (fetched / "lora").iterdir()}, proc.stdout
 
 
-def test_forced_rerun_is_bit_identical(repo: Repo) -> None:
-    repo.dvc("repro", "--force", "--single-item", "pretrain", "finetune", "finetune_full", "zoo")
-    assert json.loads(repo.dvc("status", "--json").stdout) == {}
-    assert repo.run("git", "status", "--porcelain").stdout == ""  # dvc.lock, metrics and plots unchanged
-
-
 def _read_until(stream, pattern: str, timeout: float) -> str:
     """What `stream` printed until `pattern` matched; a test failure if it ends or `timeout` passes first."""
     selector, seen, deadline = selectors.DefaultSelector(), "", time.monotonic() + timeout
@@ -149,7 +145,7 @@ def _read_until(stream, pattern: str, timeout: float) -> str:
     return seen
 
 
-def test_killed_stage_leaves_nothing_half_written_and_rerun_is_bit_identical(repo: Repo) -> None:
+def test_killed_stage_leaves_nothing_half_written_and_forced_reruns_are_bit_identical(repo: Repo) -> None:
     params = yaml.safe_load((repo.path / "params.yaml").read_text())
     params["pretrain"]["epochs"] = 5000  # long enough to be killed mid-training
     (repo.path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -163,9 +159,10 @@ def test_killed_stage_leaves_nothing_half_written_and_rerun_is_bit_identical(rep
     assert not (repo.path / "models/pretrained.safetensors").exists()  # dvc removed the old output; none written
     assert not (repo.path / "metrics/pretrain.json").exists()
     repo.run("git", "checkout", "--", "params.yaml")
-    # --force: DVC would otherwise check the lost outputs out of its cache (dvc.lock still names them).
-    rerun = repo.dvc("repro", "--force", "--single-item", "pretrain")
-    assert repo.ran(rerun) == {"pretrain"}
+    # --force: DVC would otherwise check the lost outputs out of its cache (dvc.lock still names them). Every torch
+    # stage re-runs: the same bits (dvc.lock, metrics and plots unchanged).
+    rerun = repo.dvc("repro", "--force", "--single-item", "pretrain", "finetune_full", "finetune", "zoo")
+    assert repo.ran(rerun) == COMPUTE_STAGES
     assert json.loads(repo.dvc("status", "--json").stdout) == {}
     assert repo.run("git", "status", "--porcelain").stdout == ""
     assert not list(repo.path.rglob(".tmp-*"))
@@ -198,10 +195,9 @@ def _cache_objects(repo: Repo) -> dict[Path, int]:
 def test_rank_experiments_run_one_torch_stage_store_adapter_sizes_and_restore(repo: Repo) -> None:
     before, cached = repo.snapshot(*LORA_OUTS), _cache_objects(repo)
     model_bytes = (repo.path / "models/pretrained.safetensors").stat().st_size
-    for rank in (2, 8):  # the narrowest and widest columns (README: 2, 4 and 8 on the real data)
-        proc = repo.dvc("exp", "run", "-S", f"lora.rank={rank}")
-        assert repo.ran(proc) == LORA_STAGES  # not the zoo, not full fine-tuning, not pretraining
-        assert repo.json("metrics/evaluate.json")["param_count"]["lora"] == rank * 890
+    proc = repo.dvc("exp", "run", "-S", "lora.rank=8")  # the widest columns (README: 2, 4 and 8 on the real data)
+    assert repo.ran(proc) == LORA_STAGES  # not the zoo, not full fine-tuning, not pretraining
+    assert repo.json("metrics/evaluate.json")["param_count"]["lora"] == 8 * 890
     added = {p: n for p, n in _cache_objects(repo).items() if p not in cached}
     assert added and max(added.values()) < model_bytes / 2, added  # adapters, metrics, plots: never a full model
     diff = json.loads(repo.dvc("metrics", "diff", "--json").stdout)["metrics/summary/evaluate.json"]
@@ -227,6 +223,16 @@ def test_choosing_the_target_on_held_out_images_reruns_from_pretraining(repo: Re
     assert selection["target"]["digit"] == repo.json("metrics/evaluate.json")["target"]["digit"]
     assert repo.json("metrics/evaluate.json")["target"]["chosen_on"] == "validation"
     assert repo.json("metrics/filter.json")["pool"] == 400 - 66
+
+
+def test_switching_numerics_changes_exactly_the_compute_stages(repo: Repo) -> None:
+    params = yaml.safe_load((repo.path / "params.yaml").read_text())
+    params["numerics"] = "fast"
+    (repo.path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    status = json.loads(repo.dvc("status", "--json").stdout)
+    assert set(status) == COMPUTE_STAGES, status  # what `dvc repro` runs first; the rest re-runs only if outputs change
+    for stage in COMPUTE_STAGES:
+        assert status[stage] == [{"changed deps": {"params.yaml": {"numerics": "modified"}}}], status[stage]
 
 
 def test_bad_param_is_one_clear_error(repo: Repo) -> None:

@@ -229,9 +229,11 @@ def numerics_sandbox(monkeypatch):
     """export() sets torch up as the stages do (numerics.configure_torch): keep its environment variables and
     flush-denormal mode from leaking into other tests, and do not assume which ATen code path this process's first
     CPU op chose (configure_torch refuses to pin AVX2 after another path was fixed)."""
-    from lora_mnist.numerics import BLAS_NUMERICS, CPU_NUMERICS
+    from lora_mnist import numerics
 
-    for key in (*CPU_NUMERICS, *BLAS_NUMERICS, "CUBLAS_WORKSPACE_CONFIG"):
+    monkeypatch.setattr(numerics, "_MODE", [])  # this process's mode, whatever an earlier test pinned
+    threads = torch.get_num_threads()
+    for key in (*numerics.PINNED, "CUBLAS_WORKSPACE_CONFIG"):
         present = key in os.environ
         monkeypatch.setenv(key, os.environ.get(key, ""))  # restored (or removed) after the test
         if not present:
@@ -241,10 +243,11 @@ def numerics_sandbox(monkeypatch):
     flushing = bool((torch.tensor([1e-39], dtype=torch.float32) * 1.5)[0] == 0)
     yield
     torch.set_flush_denormal(flushing)
+    torch.set_num_threads(threads)
 
 
 def test_export_writes_the_fine_tuned_and_the_merged_model(honest, tmp_path, numerics_sandbox):
-    written = export(honest.pretrained, honest.adapter, honest.manifest, tmp_path / "out")
+    written = export(honest.pretrained, honest.adapter, honest.manifest, tmp_path / "out", "portable")
     assert sorted(written) == sorted(str(tmp_path / "out" / name) for name in (FINETUNED, MERGED))
     lora = load_model(honest.pretrained)
     load_adapter(lora, honest.adapter)
@@ -272,6 +275,6 @@ def test_export_refuses_a_tampered_adapter_or_base(art, tmp_path, numerics_sandb
         edit_json(art.adapter / RECORD, lambda r: r["base_sha256"].update({"linear3.bias": "0" * 64}))
         needle = "linear3.bias"
     with pytest.raises(ArtifactError, match="export refused") as info:
-        export(art.pretrained, art.adapter, art.manifest, tmp_path / "out")
+        export(art.pretrained, art.adapter, art.manifest, tmp_path / "out", "portable")
     assert needle in str(info.value)
     assert not (tmp_path / "out" / FINETUNED).exists() and not (tmp_path / "out" / MERGED).exists()

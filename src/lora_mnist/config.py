@@ -13,6 +13,7 @@ import yaml
 from lora_mnist.cli import ConfigError
 
 DEVICES = ("cpu", "cuda", "mps", "auto")
+NUMERICS = ("fast", "portable")  # numerics.py: what each mode pins
 INITS = ("gaussian", "kaiming")
 SCALINGS = ("standard", "rslora")
 IMPLS = ("parametrize", "lowrank")
@@ -135,6 +136,7 @@ class ZooParams:
 @dataclass(frozen=True)
 class Params:
     device: str = _choice(DEVICES, default="cpu")  # auto: cuda, then mps, then cpu
+    numerics: str = _choice(NUMERICS, default="portable")  # portable: the same bits on Intel and AMD x86-64 CPUs
     data: DataParams = field(default_factory=DataParams)
     model: ModelParams = field(default_factory=ModelParams)
     pretrain: PretrainParams = field(default_factory=PretrainParams)

@@ -1,8 +1,8 @@
-"""How the results are computed, decided in one place: the CPU code paths pinned before any numeric library loads,
-the device, the seeded generator, and the record of all that which every compute stage writes beside its results.
+"""How the results are computed, decided in one place: the `numerics` mode's CPU code paths, pinned before any
+numeric library loads, the device, the seeded generator, and the record of all that which every compute stage
+writes beside its results.
 
-torch is imported inside the functions that need it, so the torch-free stages (snapshot, select_target, verify)
-pin numpy's BLAS and record it without paying torch's import.
+torch is imported inside the functions that need it, so that pin() runs before torch loads.
 """
 
 from __future__ import annotations
@@ -16,14 +16,27 @@ from typing import Any
 
 from lora_mnist.cli import ArtifactError, ConfigError
 
-# One CPU code path for every x86-64 machine with AVX2 (AVX-512 ones included) and every thread count.
-# Left alone, ATen's vectorised kernels use the widest instructions the CPU has and MKL picks its GEMM
-# kernels by CPU and thread count; each choice rounds differently, so the same params gave different
-# models on different machines. Both variables are read at the first CPU op, not at `import torch`.
-CPU_NUMERICS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2,STRICT"}
+# The `numerics` param picks one of two ways to compute; both take one CPU code path on every x86-64 machine with
+# AVX2 (AVX-512 ones included). Left alone, ATen's vectorised kernels use the widest instructions the CPU has and
+# MKL picks its GEMM kernels by CPU and thread count; each choice rounds differently, so the same params gave
+# different models on different machines. MKL and ATen read these variables at their first CPU op, not at import.
+#   fast:     ATen's AVX2 path and MKL's AVX2 branch (MKL honours it on Intel CPUs only; AMD ones run AUTO), all
+#             cores. The same bits on one machine whatever the thread count; not across CPU vendors.
+#   portable: ATen's AVX2 path and MKL's COMPATIBLE branch, the one Intel documents as giving the same results on
+#             Intel and non-Intel CPUs, on one thread (COMPATIBLE's bits depend on the thread count). Slower.
+MODES = ("fast", "portable")
+CPU_NUMERICS = {
+    "fast": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2,STRICT"},
+    "portable": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE"},
+}
+# Threads: portable fixes torch's (OpenMP's and MKL's) to one, read when torch loads; fast leaves them to torch.
+THREADS = {"fast": {}, "portable": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}}
 # numpy's bundled OpenBLAS picks kernels by CPU and splits work by thread count, and both change the
 # rounding (the spectra's norms differed in the last digits between 1 and 2 threads). Read when numpy loads.
 BLAS_NUMERICS = {"OPENBLAS_NUM_THREADS": "1", "OPENBLAS_CORETYPE": "Haswell"}
+# Every variable pin() may set, in either mode.
+PINNED = tuple(dict.fromkeys([*CPU_NUMERICS["fast"], *CPU_NUMERICS["portable"], *THREADS["portable"],
+                              *BLAS_NUMERICS]))
 
 
 @functools.cache  # read by the pins and the record, once per process
@@ -58,16 +71,26 @@ def has_avx2() -> bool:
     return {"avx2", "fma"} <= set(_cpuinfo().get("flags", "").split())
 
 
-def pin() -> bool:
-    """Pin numpy's OpenBLAS (one thread, Haswell kernels) and torch's ATen and MKL (the AVX2 code path), unless the
-    user set the variables; call before numpy or torch computes. False where the CPU lacks AVX2 (threads only)."""
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", BLAS_NUMERICS["OPENBLAS_NUM_THREADS"])
+_MODE: list[str] = []  # the mode pin() set in this process: one per process, as MKL and ATen read it only once
+
+
+def pin(mode: str) -> bool:
+    """Set the variables of numerics mode `mode` (fast | portable) for numpy's OpenBLAS and torch's ATen and MKL,
+    over whatever the shell had (the param decides, and DVC tracks it); call before numpy or torch computes.
+    False where the CPU lacks AVX2: then only the thread counts are fixed."""
+    if mode not in MODES:
+        raise ConfigError(f"params: numerics = {mode!r} is invalid: expected one of {', '.join(MODES)}")
+    if _MODE and _MODE[0] != mode:
+        raise RuntimeError(f"numerics.pin({mode!r}) after pin({_MODE[0]!r}) in one process: MKL and ATen keep the "
+                           "first mode's code paths")
+    _MODE[:] = [mode]
+    os.environ["OPENBLAS_NUM_THREADS"] = BLAS_NUMERICS["OPENBLAS_NUM_THREADS"]
+    os.environ.update(THREADS[mode])
     if not has_avx2():
         return False
-    os.environ.setdefault("OPENBLAS_CORETYPE", BLAS_NUMERICS["OPENBLAS_CORETYPE"])
-    for key, value in CPU_NUMERICS.items():
-        os.environ.setdefault(key, value)
-    if "torch" in sys.modules and os.environ["ATEN_CPU_CAPABILITY"] == CPU_NUMERICS["ATEN_CPU_CAPABILITY"]:
+    os.environ["OPENBLAS_CORETYPE"] = BLAS_NUMERICS["OPENBLAS_CORETYPE"]
+    os.environ.update(CPU_NUMERICS[mode])
+    if "torch" in sys.modules:
         import torch
 
         if torch.backends.cpu.get_cpu_capability() != "AVX2":
@@ -89,12 +112,16 @@ def resolve_device(name: str):  # -> torch.device
     return torch.device(name)
 
 
-def configure_torch(name: str):  # -> torch.device
-    """The device for the `device` param, with torch set up to compute the same bits every run: one CPU code path,
-    no denormals; on accelerators, deterministic kernels as far as they allow (the CPU ones we use already are)."""
-    pin()
+def configure_torch(name: str, mode: str):  # -> torch.device
+    """The device for the `device` param, with torch set up to compute the same bits every run in numerics mode
+    `mode`: one CPU code path, its thread count, no denormals; on accelerators, deterministic kernels as far as they
+    allow (the CPU ones we use already are)."""
+    pin(mode)
     device = resolve_device(name)
     import torch
+
+    if mode == "portable":  # also where torch loaded before pin() (tests, an interactive session)
+        torch.set_num_threads(int(THREADS[mode]["OMP_NUM_THREADS"]))
 
     # Adam's second moments drift into float32 denormals during pretraining; x86 handles those in
     # microcode, which made steps 4x slower. Flushing them to zero is deterministic and harmless here.
@@ -142,7 +169,7 @@ def blas_record() -> dict[str, Any]:
     """How numpy's OpenBLAS computes in this process (after pin()): the record of the torch-free stages."""
     import numpy as np
 
-    return {**cpu_identity(), "numpy": np.__version__,
+    return {**cpu_identity(), "numerics": _MODE[0] if _MODE else "unpinned", "numpy": np.__version__,
             "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE", "auto"),
             "openblas_threads": int(os.environ.get("OPENBLAS_NUM_THREADS", "0") or 0)}
 
@@ -153,7 +180,7 @@ def record(device, blas: bool = False) -> dict[str, Any]:
     import torch
 
     out: dict[str, Any] = {
-        **cpu_identity(), "aten_capability": torch.backends.cpu.get_cpu_capability(), "mkl_cbwr": mkl_branch(),
+        **cpu_identity(), "numerics": _MODE[0] if _MODE else "unpinned", "aten_capability": torch.backends.cpu.get_cpu_capability(), "mkl_cbwr": mkl_branch(),
         "mkl_cbwr_requested": os.environ.get("MKL_CBWR", "unset"), "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__, "torch_device": device.type,
     }
@@ -183,5 +210,5 @@ def numerics(records_dir: str, numerics_out: str) -> str:
         raise ArtifactError(f"{records_dir}: no numerics records (*.json) from the compute stages")
     merged = merge_records(records)
     write_json(numerics_out, merged)
-    return (f"numerics: {len(records)} stages on {merged.get('cpu')}, ATen {merged.get('aten_capability')}, "
-            f"MKL {merged.get('mkl_cbwr')}")
+    return (f"numerics: {len(records)} stages, {merged.get('numerics')} mode, on {merged.get('cpu')}, "
+            f"ATen {merged.get('aten_capability')}, MKL {merged.get('mkl_cbwr')}")

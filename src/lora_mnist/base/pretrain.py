@@ -55,11 +55,11 @@ def train_base(data_root: str | Path, model_cfg: ModelParams, cfg: PretrainParam
     return Pretrained(model, losses, metrics)
 
 
-def pretrain(device_name: str, model_cfg: ModelParams, cfg: PretrainParams, select_on: str, data_root: str,
-             model_out: str, metrics_out: str, numerics_out: str, loss_out: str) -> str:
+def pretrain(device_name: str, numerics: str, model_cfg: ModelParams, cfg: PretrainParams, select_on: str,
+             data_root: str, model_out: str, metrics_out: str, numerics_out: str, loss_out: str) -> str:
     """The stage: train, then write the model, its metrics, the loss curve and the numerics record; returns a
     summary line."""
-    device = configure_torch(device_name)
+    device = configure_torch(device_name, numerics)
     result = train_base(data_root, model_cfg, cfg, select_on, device)
     save_model(result.model, model_out)
     write_losses(loss_out, result.losses)

@@ -224,7 +224,8 @@ def switch_adapter(model: nn.Module, adapter_dir: str | Path) -> None:
     _copy_factors(model, settings["targets"], tensors)
 
 
-def export(pretrained: str | Path, adapter_dir: str | Path, manifest: str | Path, out_dir: str | Path) -> list[str]:
+def export(pretrained: str | Path, adapter_dir: str | Path, manifest: str | Path, out_dir: str | Path,
+           numerics: str) -> list[str]:
     """Build, verify and write the two full models an adapter stands for: the fine-tuned model (frozen originals and
     LoRA factors, with the parameters that were trainable) and the merged one (a plain RichBoyNet, no LoRA code
     needed). Verified: the base tensors equal the snapshot's manifest, the factors what training recorded, and the
@@ -236,7 +237,7 @@ def export(pretrained: str | Path, adapter_dir: str | Path, manifest: str | Path
     from lora_mnist.numerics import configure_torch, generator
     from lora_mnist.verify import Proof, check_adapter, read_manifest
 
-    configure_torch("cpu")
+    configure_torch("cpu", numerics)  # the merge's sums round as the `numerics` mode's kernels do
     adapter_dir, out_dir = Path(adapter_dir), Path(out_dir)
     model = load_model(pretrained)
     load_adapter(model, adapter_dir)
@@ -261,11 +262,14 @@ def export(pretrained: str | Path, adapter_dir: str | Path, manifest: str | Path
 
 
 def _main() -> None:
-    """`python -m lora_mnist.lora.adapter PRETRAINED ADAPTER_DIR MANIFEST OUT_DIR` (make export): the full models."""
+    """`python -m lora_mnist.lora.adapter PRETRAINED ADAPTER_DIR MANIFEST OUT_DIR` (make export): the full models,
+    computed in params.yaml's numerics mode."""
     from lora_mnist.cli import parse_paths
+    from lora_mnist.config import load_params
 
     args = parse_paths(export.__doc__, "pretrained", "adapter_dir", "manifest", "out_dir")
-    for path in export(args.pretrained, args.adapter_dir, args.manifest, args.out_dir):
+    mode = load_params().numerics
+    for path in export(args.pretrained, args.adapter_dir, args.manifest, args.out_dir, mode):
         print(f"export: {path}")
 
 

@@ -91,13 +91,13 @@ def score_lora(model: nn.Module, pretrained: str | Path, images: torch.Tensor, l
             "checks": {"lora_off_logits_equal_pretrained": True}}, preds, wrong
 
 
-def finetune(device_name: str, cfg: FinetuneParams, lora: LoraParams, data_root: str, pretrained: str, indices: str,
-             selection: str, full_analysis: str, lora_out: str, metrics_out: str, evaluation_out: str,
-             headline_out: str, analysis_out: str, numerics_out: str, loss_out: str, wrong_out: str,
-             confusion_base_out: str, confusion_lora_out: str) -> str:
+def finetune(device_name: str, numerics: str, cfg: FinetuneParams, lora: LoraParams, data_root: str,
+             pretrained: str, indices: str, selection: str, full_analysis: str, lora_out: str, metrics_out: str,
+             evaluation_out: str, headline_out: str, analysis_out: str, numerics_out: str, loss_out: str,
+             wrong_out: str, confusion_base_out: str, confusion_lora_out: str) -> str:
     """The stage: train the LoRA adapter, save it with its training record, score it against the base model (LoRA
     off must be the base), analyse its update beside full fine-tuning's; returns a summary line."""
-    device = configure_torch(device_name)
+    device = configure_torch(device_name, numerics)
     data = load_finetune_set(data_root, indices, cfg)
     digit = data.digits[0]
     model, losses = train_lora(pretrained, data, cfg, lora, device)
@@ -126,13 +126,13 @@ def finetune(device_name: str, cfg: FinetuneParams, lora: LoraParams, data_root:
             f"{target['wrong_lora']}")
 
 
-def finetune_full(device_name: str, cfg: FinetuneParams, data_root: str, pretrained: str, indices: str,
-                  selection: str, metrics_out: str, headline_out: str, analysis_out: str, numerics_out: str, loss_out: str, spectra_png_out: str,
-                  spectrum_outs: list[str]) -> str:
+def finetune_full(device_name: str, numerics: str, cfg: FinetuneParams, data_root: str, pretrained: str,
+                  indices: str, selection: str, metrics_out: str, headline_out: str, analysis_out: str,
+                  numerics_out: str, loss_out: str, spectra_png_out: str, spectrum_outs: list[str]) -> str:
     """The stage: every weight trained on the very batches LoRA saw, scored on the test set against the base model's
     results (select_target's file), and the singular values of its update per layer (one spectrum file per layer in
     `spectrum_outs`); returns a summary line."""
-    device = configure_torch(device_name)
+    device = configure_torch(device_name, numerics)
     base_wrong = read_per_digit(selection, "wrong")  # read first: a bad file fails before training
     base_accuracy = json_field(selection, "accuracy")
     if isinstance(base_accuracy, bool) or not isinstance(base_accuracy, (int, float)):

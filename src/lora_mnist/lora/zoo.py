@@ -131,10 +131,10 @@ def evaluate_zoo(data_root: str | Path, pretrained: str | Path, zoo_dir: Path, d
     return ZooEvaluation(out, wrong, own)
 
 
-def zoo(device_name: str, cfg: ZooParams, select_on: str, data_root: str, pretrained: str, zoo_out: str,
+def zoo(device_name: str, numerics: str, cfg: ZooParams, select_on: str, data_root: str, pretrained: str, zoo_out: str,
         metrics_out: str, headline_out: str, numerics_out: str, heatmap_out: str) -> str:
     """The stage: train the zoo, score it, write its metrics, headline and heatmap; returns a summary line."""
-    device = configure_torch(device_name)
+    device = configure_torch(device_name, numerics)
     train_zoo(cfg, select_on, data_root, pretrained, zoo_out, device)
     result = evaluate_zoo(data_root, pretrained, Path(zoo_out), cfg.digits, cfg.compose, device)
     plots.write_zoo_heatmap(heatmap_out, result.wrong, result.own)
