@@ -37,13 +37,15 @@ bench-exp: setup
 bench-zoo: setup
 	$(RUN) python bench/zoo_switch.py
 
-# Ranks 1, 4, 16 x replay 0 / 0.1 over 3 x 5 seeds, as queued DVC experiments (one worker per core, one
-# thread each); writes experiments/sweep.csv, sweep_runs.csv and sweep.png. Needs `make repro` first.
+# Ranks 1, 4, 16 x replay 0 / 0.1 over 3 x 5 seeds, as DVC experiments; writes experiments/sweep.csv,
+# sweep_runs.csv and sweep.png. Needs `make repro` first. Here: DVC's queue, one worker per core. With
+# SCHEDULER=tcp://host:8786: Dask tasks on that scheduler's workers, each in its own clone (docs/scale.md).
+SCHEDULER ?=
 sweep: setup
-	$(RUN) python experiments/sweep.py
+	$(RUN) python experiments/sweep.py $(if $(SCHEDULER),--scheduler $(SCHEDULER))
 
 sweep-quick: setup
-	$(RUN) python experiments/sweep.py --quick
+	$(RUN) python experiments/sweep.py --quick $(if $(SCHEDULER),--scheduler $(SCHEDULER))
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,9 +1,11 @@
-"""`make sweep`: LoRA ranks x replay over several pretraining and fine-tuning seeds, as queued DVC experiments.
+"""`make sweep`: LoRA ranks x replay over several pretraining and fine-tuning seeds, as DVC experiments.
 
-Runs them through DVC's queue with one worker per core, each on one thread (no oversubscription; results
-are bit-identical whatever the thread count), restoring everything already computed from DVC's run cache.
-Writes experiments/sweep.csv (mean and 95 % interval per setting, see lora_mnist.report.sweep), sweep_runs.csv
-(every run) and sweep.png (error bars). --quick: 2 x 2 seeds, ranks 1 and 4, no replay.
+On this machine, through DVC's queue with one worker per core, each on one thread (no oversubscription; results
+are bit-identical whatever the thread count), restoring everything already computed from DVC's run cache. With
+--scheduler (`make sweep SCHEDULER=tcp://host:8786`), as Dask tasks on the workers connected to that scheduler, each
+in its own clone, shared through `origin` and the default DVC remote (lora_mnist.sweep.cluster, docs/scale.md).
+Writes experiments/sweep.csv (mean and 95 % interval per setting, see lora_mnist.sweep.grid), sweep_runs.csv
+(every run) and sweep.png (error bars), the same either way. --quick: 2 x 2 seeds, ranks 1 and 4, no replay.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from lora_mnist.report.sweep import FULL, METRICS, QUICK, Grid, aggregate, queue_batches, runs_table  # noqa: E402
+from lora_mnist.sweep.grid import FULL, METRICS, QUICK, Grid, aggregate, queue_batches, runs_table  # noqa: E402
 
 
 def dvc(*args: str, env: dict[str, str] | None = None) -> None:
@@ -89,13 +91,25 @@ def main() -> None:
     parser.add_argument("--no-anchors", action="store_true", help="skip the first pass that trains each pretraining "
                         "seed once (worth it when pretraining is cheap)")
     parser.add_argument("--out", type=Path, default=HERE, help="where the CSVs and the plot go")
+    parser.add_argument("--scheduler", default="", help="a Dask scheduler's address (tcp://host:8786): run the "
+                        "experiments on its workers (docs/scale.md); empty: on this machine")
+    parser.add_argument("--connect-timeout", type=float, default=20.0, help="seconds to wait for the scheduler, "
+                        "then for a worker (default 20)")
     for field, kind in (("pretrain_seeds", int), ("finetune_seeds", int), ("ranks", int), ("replays", float)):
         parser.add_argument("--" + field.replace("_", "-"), type=lambda v, k=kind: tuple(k(x) for x in v.split(",")),
                             help=f"comma list replacing the grid's {field.replace('_', ' ')}")
     args = parser.parse_args()
     grid = QUICK if args.quick else FULL
     grid = Grid(**{f: getattr(args, f) or getattr(grid, f) for f in ("pretrain_seeds", "finetune_seeds", "ranks", "replays")})
-    if not args.report_only:
+    if args.scheduler and not args.report_only:
+        from lora_mnist.cli import LoraMnistError
+        from lora_mnist.sweep.cluster import run_sweep
+
+        try:
+            run_sweep(ROOT, args.scheduler, grid, anchors=not args.no_anchors, timeout=args.connect_timeout)
+        except LoraMnistError as exc:
+            sys.exit(f"error: {exc}")
+    elif not args.report_only:
         run_grid(grid, args.jobs, anchors=not args.no_anchors)
 
     import dvc.api

@@ -15,7 +15,7 @@ from lora_mnist.base.model import load_model
 from lora_mnist.cli import ArtifactError
 from lora_mnist.lora.adapter import save_adapter, training_record
 from lora_mnist.lora.layer import apply_lora, freeze_non_lora
-from lora_mnist.report import sweep
+from lora_mnist.sweep import grid as sweep
 from lora_mnist.report.metrics import compare, evaluate_headline, forgetting, full_headline, zoo_headline
 from lora_mnist.verify import take_snapshot, verify
 

@@ -5,7 +5,7 @@ import math
 import pandas as pd
 import pytest
 
-from lora_mnist.report.sweep import FULL, QUICK, Grid, aggregate, mean_ci95, queue_batches, runs_table, separated, t975
+from lora_mnist.sweep.grid import FULL, QUICK, Grid, aggregate, mean_ci95, queue_batches, runs_table, separated, t975
 
 
 def test_mean_and_t_interval_on_known_numbers():

@@ -1,1 +1,1 @@
-"""What reporting adds, torch-free: metrics tables, plots and figures, weight-update spectra, sweep statistics."""
+"""What reporting adds, torch-free: metrics tables, plots and figures, weight-update spectra."""

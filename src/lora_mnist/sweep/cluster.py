@@ -1,0 +1,216 @@
+"""Sweeps beyond one machine: each experiment a Dask task, run in a worker's own clone of the project, shared through
+the project's git remote (`origin`) and its default DVC remote.
+
+The driver (`experiments/sweep.py --scheduler ADDRESS`) checks that the scheduler, the git remote and the DVC remote
+answer, pushes the commit and its cached inputs, and submits one task per experiment not yet on `origin`; each
+pretraining seed's first experiment runs before the others that read its model. A task, in the worker's clone:
+fetch the commit, `dvc pull --run-cache`, `dvc exp run -n NAME -S ...`, `dvc push --run-cache`, then
+`dvc exp push --no-cache origin NAME`: the git ref goes last, so an experiment on `origin` always has its outputs on
+the DVC remote, and a task killed before that left nothing another task would trust. The driver then pulls the refs
+and tabulates them exactly as the local sweep does (experiments/sweep.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import re
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from lora_mnist.cli import LoraMnistError
+from lora_mnist.sweep.grid import Grid, targets_for
+
+GIT_TIMEOUT_S = 120
+DVC_TIMEOUT_S = 3600  # one experiment on the real data, pretraining included: a few minutes on two cores
+CONNECT_TIMEOUT_S = 20
+
+
+class SweepError(LoraMnistError):
+    """A scheduler, remote or command the distributed sweep needs failed; the message names it."""
+
+
+def _run(cmd: list[str], cwd: Path, what: str, timeout: float) -> subprocess.CompletedProcess:
+    """Run a command; a failure or a timeout is a SweepError naming `what` with the command's last words."""
+    try:
+        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise SweepError(f"{what}: `{' '.join(cmd)}` did not finish within {timeout:.0f} s") from None
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-5:]
+        raise SweepError(f"{what}: `{' '.join(cmd)}` exited {proc.returncode}: " + " / ".join(tail))
+    return proc
+
+
+def experiment_name(setting: dict[str, str]) -> str:
+    """The experiment's name, the same on every machine and every run: how a restarted sweep finds finished work."""
+    replay = float(setting["finetune.replay"])
+    return (f"sweep-p{setting['pretrain.seed']}-f{setting['finetune.seed']}-r{setting['lora.rank']}"
+            f"-x{replay:g}".replace(".", "_"))
+
+
+def settings(grid: Grid) -> list[dict[str, str]]:
+    """Every experiment of the grid as `-S` values, pretraining seed first; each seed's first setting is the one
+    that trains its model (the local sweep's anchor: first fine-tuning seed, smallest rank, first replay)."""
+    out = []
+    for p in grid.pretrain_seeds:
+        for f in grid.finetune_seeds:
+            for r in sorted(grid.ranks):
+                for x in grid.replays:
+                    out.append({"pretrain.seed": str(p), "finetune.seed": str(f), "lora.rank": str(r),
+                                "finetune.replay": repr(float(x)), "lora.targets": f"[{','.join(targets_for(r))}]"})
+    return out
+
+
+def exp_ref(commit: str, name: str) -> str:
+    """Where DVC keeps an experiment of baseline `commit` in git (and `dvc exp push` puts it on the remote)."""
+    return f"refs/exps/{commit[:2]}/{commit[2:]}/{name}"
+
+
+def on_origin(root: Path, commit: str) -> set[str]:
+    """Names of the experiments of `commit` already on `origin`."""
+    out = _run(["git", "ls-remote", "origin", f"refs/exps/{commit[:2]}/{commit[2:]}/*"], root,
+               "git remote origin", GIT_TIMEOUT_S).stdout
+    return {line.rsplit("/", 1)[1] for line in out.splitlines() if line.strip()}
+
+
+@contextlib.contextmanager
+def _clone_lock(root: Path) -> Iterator[None]:
+    """One experiment at a time in a clone, whatever the worker's thread count."""
+    path = root / ".git" / "lora-mnist-sweep.lock"
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def run_experiment(commit: str, name: str, setting: dict[str, str], *after: object) -> dict:
+    """The Dask task: one experiment in this worker's clone (its working directory); `after`: results it waited
+    for. Returns what it did and the seconds each phase took."""
+    root, times, started = Path.cwd(), {}, time.time()
+    if not (root / "dvc.yaml").is_file() or not (root / ".git").exists():
+        raise SweepError(f"worker on {socket.gethostname()}: {root} is not a clone of the project: start "
+                         "`dask worker` from inside the clone")
+    with _clone_lock(root):
+        t = time.perf_counter()
+        if name in on_origin(root, commit):  # a retried task whose first try got this far, or a parallel driver
+            return {"name": name, "skipped": True, "worker": f"{socket.gethostname()}:{root}"}
+        _run(["git", "fetch", "-q", "origin"], root, "git fetch origin", GIT_TIMEOUT_S)
+        _run(["git", "checkout", "-q", "-f", "--detach", commit], root, f"git checkout {commit[:8]}", GIT_TIMEOUT_S)
+        times["fetch_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        _run(["dvc", "pull", "-q", "-f", "--run-cache"], root, "dvc pull --run-cache (DVC remote)", DVC_TIMEOUT_S)
+        times["pull_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        if subprocess.run(["git", "show-ref", "-q", "--verify", exp_ref(commit, name)], cwd=root).returncode == 0:
+            # A try in this clone was killed after its run: run again (its stages restore from the local run
+            # cache), so that what is pushed next is this experiment's workspace, not the baseline's.
+            _run(["dvc", "exp", "remove", name], root, f"dvc exp remove {name}", GIT_TIMEOUT_S)
+        args = [a for key, value in setting.items() for a in ("-S", f"{key}={value}")]
+        proc = _run(["dvc", "exp", "run", "-n", name, *args], root, f"dvc exp run {name}", DVC_TIMEOUT_S)
+        restored = re.findall(r"Stage '([^']+)' is cached - skipping run", proc.stdout)
+        ran = sorted(set(re.findall(r"Running stage '([^']+)'", proc.stdout)) - set(restored))
+        times["run_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        _run(["dvc", "push", "-q", "--run-cache"], root, "dvc push --run-cache (DVC remote)", DVC_TIMEOUT_S)
+        _run(["dvc", "exp", "push", "--no-cache", "origin", name], root, f"dvc exp push origin {name}", GIT_TIMEOUT_S)
+        times["push_s"] = time.perf_counter() - t
+    return {"name": name, "skipped": False, "worker": f"{socket.gethostname()}:{root}", "ran": ran,
+            "restored": sorted(set(restored)), "started": started, "ended": time.time(),
+            **{k: round(v, 2) for k, v in times.items()}}
+
+
+def preflight(root: Path, scheduler: str, timeout: float = CONNECT_TIMEOUT_S):  # -> distributed.Client
+    """Check, before any work, that the scheduler has a worker (waiting up to `timeout` s for each) and that origin
+    and the DVC remote answer."""
+    from distributed import Client
+
+    try:
+        client = Client(scheduler, timeout=timeout)
+    except (OSError, TimeoutError) as exc:
+        raise SweepError(f"Dask scheduler {scheduler} unreachable: {exc}") from None
+    try:
+        client.wait_for_workers(1, timeout=timeout)
+    except TimeoutError:
+        client.close()
+        raise SweepError(f"Dask scheduler {scheduler}: no worker connected within {timeout:g} s (start "
+                         "`dask worker " + scheduler + "` from inside each machine's clone)") from None
+    try:
+        url = _run(["git", "remote", "get-url", "origin"], root, "git remote origin (none configured: "
+                   "`git remote add origin URL`)", GIT_TIMEOUT_S).stdout.strip()
+        _run(["git", "ls-remote", "-q", "--heads", "origin"], root, f"git remote origin ({url}) unreachable",
+             GIT_TIMEOUT_S)
+        remote = _run(["dvc", "config", "core.remote"], root, "dvc config", GIT_TIMEOUT_S).stdout.strip()
+        if not remote:
+            raise SweepError("no default DVC remote: `dvc remote add -d NAME URL` (docs/scale.md)")
+        # Not -q: its exit status would also say "out of sync"; without it, 0 unless the remote fails to answer.
+        _run(["dvc", "status", "--cloud"], root, f"DVC remote {remote!r} unreachable", GIT_TIMEOUT_S * 2)
+    except SweepError:
+        client.close()
+        raise
+    return client
+
+
+def publish(root: Path) -> str:
+    """Push HEAD to origin and its cached inputs (and the run cache) to the DVC remote; return the commit."""
+    dirty = _run(["git", "status", "--porcelain", "--untracked-files=no"], root, "git status", GIT_TIMEOUT_S).stdout
+    if dirty.strip():
+        raise SweepError("uncommitted changes: the workers run a commit, so commit them first:\n" + dirty.rstrip())
+    branch = _run(["git", "rev-parse", "--abbrev-ref", "HEAD"], root, "git", GIT_TIMEOUT_S).stdout.strip()
+    if branch == "HEAD":
+        raise SweepError("HEAD is detached: check out a branch, the workers fetch it from origin")
+    commit = _run(["git", "rev-parse", "HEAD"], root, "git", GIT_TIMEOUT_S).stdout.strip()
+    _run(["git", "push", "-q", "origin", f"HEAD:refs/heads/{branch}"], root, "git push origin", GIT_TIMEOUT_S)
+    _run(["dvc", "push", "-q", "--run-cache"], root, "dvc push --run-cache (DVC remote)", DVC_TIMEOUT_S)
+    return commit
+
+
+def submit(client, commit: str, todo: list[dict[str, str]], anchors: bool = True) -> list:
+    """One task per setting; with `anchors`, each pretraining seed's first setting runs before the others of that
+    seed (they wait for its result), so that its model is trained once and restored from the run cache after."""
+    first: dict[str, object] = {}  # pretraining seed -> the task that trains its model
+    futures = []
+    for s in todo:
+        name, seed = experiment_name(s), s["pretrain.seed"]
+        wait_for = [first[seed]] if anchors and seed in first else []
+        future = client.submit(run_experiment, commit, name, s, *wait_for, key=f"{name}-{commit[:12]}", pure=False)
+        first.setdefault(seed, future)
+        futures.append(future)
+    return futures
+
+
+def run_sweep(root: Path, scheduler: str, grid: Grid, anchors: bool = True,
+              timeout: float = CONNECT_TIMEOUT_S) -> list[dict]:
+    """Run every experiment of `grid` not yet on origin on the scheduler's workers, then pull all of them;
+    returns each task's record (failed ones as {"name", "error"})."""
+    from distributed import as_completed
+
+    client = preflight(root, scheduler, timeout)
+    try:
+        commit = publish(root)
+        done = on_origin(root, commit)
+        todo = [s for s in settings(grid) if experiment_name(s) not in done]
+        print(f"{len(todo)} of {len(todo) + len(done & set(map(experiment_name, settings(grid))))} experiments to "
+              f"run on {len(client.scheduler_info()['workers'])} workers ({scheduler}), commit {commit[:8]}",
+              flush=True)
+        futures = submit(client, commit, todo, anchors)
+        records = []
+        for future in as_completed(futures):
+            try:
+                rec = future.result()
+            except Exception as exc:  # a failed experiment is reported and left out, as in the local sweep
+                rec = {"name": future.key.rsplit("-", 1)[0], "error": str(exc)}
+                print(f"  {rec['name']}: failed: {exc}", flush=True)
+            else:
+                print(f"  {rec['name']}: " + ("already on origin" if rec["skipped"] else
+                      f"pull {rec['pull_s']:.1f} s, run {rec['run_s']:.1f} s, push {rec['push_s']:.1f} s, ran "
+                      f"{','.join(rec['ran']) or 'nothing'} ({rec['worker']})"), flush=True)
+            records.append(rec)
+    finally:
+        client.close()
+    names = sorted(on_origin(root, commit) & set(map(experiment_name, settings(grid))))
+    if names:  # the refs and their git-tracked metrics; outputs stay on the remote until someone needs them
+        _run(["dvc", "exp", "pull", "--no-cache", "-f", "origin", *names], root, "dvc exp pull origin", DVC_TIMEOUT_S)
+    return records
