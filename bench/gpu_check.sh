@@ -12,7 +12,8 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-$(command -v python3 || command -v python)}
 case "${1:-}" in
   prepare) exec "${PYTHON:-.venv/bin/python}" bench/gpu_check.py prepare .gpu ;;
-  run) device=${2:-cuda}; shift $(( $# < 2 ? $# : 2 ))
+  run) shift; device=cuda
+       case "${1:-}" in cuda|cpu|mps) device=$1; shift ;; esac
        exec "$PY" bench/gpu_check.py run .gpu --device "$device" --out "${OUT:-.gpu/out}" "$@" ;;
   *) echo "usage: bench/gpu_check.sh prepare | run [cuda|cpu] [--set key=value ...]" >&2; exit 2 ;;
 esac

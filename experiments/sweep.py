@@ -33,7 +33,7 @@ def dvc(*args: str, env: dict[str, str] | None = None) -> None:
 
 def run_grid(grid: Grid, jobs: int, anchors: bool = True) -> None:
     """Queue the grid and run it; with `anchors`, one run per pretraining seed first, so that two workers never
-    train the same new pretrained model at once (each pretraining is ~1 min on one thread)."""
+    train the same new pretrained model at once (each pretraining is 2-3 min on one thread)."""
     env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // jobs))}
     first = Grid(grid.pretrain_seeds, grid.finetune_seeds[:1], sorted(grid.ranks)[:1], grid.replays[:1])
     phases = [("pretraining seeds", queue_batches(first))] if anchors else []
@@ -41,7 +41,7 @@ def run_grid(grid: Grid, jobs: int, anchors: bool = True) -> None:
         for args in batches:
             dvc("exp", "run", "--queue", *args)
         start = time.perf_counter()
-        print(f"running {phase} with {jobs} workers ({env['OMP_NUM_THREADS']} thread each)...", flush=True)
+        print(f"running {phase} with {jobs} workers...", flush=True)
         # Settings already run are restored from the run cache; a failed one is reported and left out.
         subprocess.run(["dvc", "exp", "run", "--run-all", "--jobs", str(jobs)], cwd=ROOT, env=env, check=False)
         print(f"  {time.perf_counter() - start:.0f} s", flush=True)

@@ -37,12 +37,15 @@ class Processes:
         logs.mkdir(parents=True, exist_ok=True)
 
     def start(self, name: str, cmd: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen:
-        log = open(self.logs / f"{name}.log", "w")
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        """Start `cmd` in a new session, its output in logs/<name>.log."""
+        with open(self.logs / f"{name}.log", "w") as log:  # the child keeps its own copy of the descriptor
+            proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
         self.procs[name] = proc
         return proc
 
     def kill(self, name: str) -> None:
+        """SIGKILL the process's whole session (a worker and the dvc it runs) and reap it."""
         proc = self.procs.pop(name)
         try:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -51,6 +54,7 @@ class Processes:
         proc.wait(timeout=30)
 
     def stop_all(self) -> None:
+        """SIGTERM every session still running, SIGKILL what has not ended 10 s later."""
         for name in list(self.procs):
             proc = self.procs[name]
             try:
@@ -62,6 +66,7 @@ class Processes:
                 self.kill(name)
 
     def log(self, name: str) -> str:
+        """What the process printed."""
         return (self.logs / f"{name}.log").read_text()
 
 
@@ -70,6 +75,14 @@ class Cluster:
 
     def __init__(self, repo: Repo, base: Path, workers: int = 2) -> None:
         self.repo, self.base, self.procs = repo, base, Processes(base / "logs")
+        try:
+            self._start(workers)
+        except BaseException:
+            self.procs.stop_all()  # whatever started before the failure
+            raise
+
+    def _start(self, workers: int) -> None:
+        repo, base = self.repo, self.base
         env = repo.env
         dav = self.procs.start("webdav", [sys.executable, str(HERE / "webdav_server.py"), str(base / "dav"),
                                           str(base / "dav.port")], base, env)

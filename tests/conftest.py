@@ -10,6 +10,7 @@ pin("portable")  # the tests' own process computes as the default pipeline does;
 
 import fcntl  # noqa: E402
 import json  # noqa: E402
+import shutil  # noqa: E402
 
 import pytest  # noqa: E402
 from e2e import Repo, make_repo, repo_env  # noqa: E402
@@ -25,8 +26,9 @@ def built(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> tuple[Rep
     base, record = shared / "e2e-built", shared / "e2e-built" / "repro.json"
     with open(shared / "e2e-built.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if the build fails
-        if not record.is_file():
-            base.mkdir(exist_ok=True)
+        if not record.is_file():  # first, or after another worker's failed try: from scratch
+            shutil.rmtree(base, ignore_errors=True)
+            base.mkdir()
             repo = make_repo(base)
             proc = repo.dvc("repro")
             repo.commit("results")

@@ -57,3 +57,14 @@ def test_a_task_outside_a_clone_of_the_project_refuses(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SweepError, match="is not a clone of the project: start `dask worker` from inside the clone"):
         run_experiment("0" * 40, "sweep-p0-f0-r1-x0", settings(FULL)[0])
+
+
+def test_a_sweep_left_without_workers_gives_up_with_one_clear_error():
+    from distributed import Client, LocalCluster
+
+    from lora_mnist.sweep.cluster import _as_completed_while_workers
+
+    with LocalCluster(n_workers=0, processes=False, dashboard_address=None) as cluster, Client(cluster) as client:
+        futures = [client.submit(sum, [1, 2], pure=False)]  # no worker will ever take it
+        with pytest.raises(SweepError, match=r"no worker for 1 s and 1 experiments left: start workers"):
+            list(_as_completed_while_workers(client, futures, "tcp://test", grace_s=1, poll_s=0.2))

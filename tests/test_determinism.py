@@ -150,6 +150,7 @@ def test_portable_mode_takes_effect_whatever_the_shell_says():
     record = _record("portable", MKL_CBWR="AVX512", OMP_NUM_THREADS="2", MKL_NUM_THREADS="2",
                      OPENBLAS_NUM_THREADS="2", ATEN_CPU_CAPABILITY="default")
     assert record["numerics"] == "portable"
+    assert not {"cpu", "cpu_vendor", "cpu_family_model", "cpu_isa"} & set(record)  # the same on every such CPU
     assert record["mkl_cbwr"] == "COMPATIBLE" and record["mkl_cbwr_requested"] == "COMPATIBLE"
     assert record["torch_threads"] == 1 and record["aten_capability"] == "AVX2"
     assert record["openblas_threads"] == 1

@@ -6,6 +6,7 @@ rest from the run cache; pretraining per seed is covered where it is cheaper (te
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -99,9 +100,12 @@ def test_a_dask_sweep_survives_a_killed_worker_equals_the_local_one_and_reruns_n
     refs = cluster.repo.run("git", "ls-remote", "origin", "refs/exps/*").stdout.split()
     assert sum(r.startswith("refs/exps/") for r in refs) == 2  # one ref per experiment: the killed try left none
 
-    rc, again = cluster.sweep(*GRID)
-    assert rc == 0 and "0 of 2 experiments to run" in again, again  # nothing submitted, nothing computed
-    assert distributed.read_bytes() == local.read_bytes()
+    # Again, fine-tuning seed 1 with rank 4 added: the finished experiment is not submitted again, and the new one
+    # restores full fine-tuning (which the rank does not change) from the run cache: a worker's run, pushed.
+    again_grid = ("--pretrain-seeds", "0", "--finetune-seeds", "1", "--ranks", "2,4", "--replays", "0.0")
+    rc, again = cluster.sweep(*again_grid, "--no-anchors")
+    assert rc == 0 and "1 of 2 experiments to run" in again and "failed" not in again, again
+    assert re.search(r"sweep-p0-f1-r4-x0: .* ran finetune,verify \(", again), again  # not finetune_full
 
 
 def test_an_unreachable_scheduler_origin_or_remote_is_named_before_any_work(

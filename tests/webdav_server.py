@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import io
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from cheroot import wsgi
 from wsgidav.wsgidav_app import WsgiDAVApp
 
 
-def whole_bodies(app):
+def whole_bodies(app: Callable) -> Callable:
     """WSGI middleware: hand a PUT to the app only with its complete body (Content-Length bytes, or a chunked body
     the server parsed to its end); answer 400 otherwise, having written nothing."""
 

@@ -165,11 +165,18 @@ def mkl_branch() -> str:
     return _CBWR_BRANCHES.get(code, str(code))
 
 
+def machine() -> dict[str, str]:
+    """The CPU, where it decides the bits: in fast mode, or where nothing could be pinned. In portable mode on an
+    AVX2 CPU the record holds only what decides them, the same on every such machine: so that dvc.lock and
+    metrics/numerics.json stay the same too (the stages print the CPU instead)."""
+    return {} if _MODE == ["portable"] and has_avx2() else cpu_identity()
+
+
 def blas_record() -> dict[str, Any]:
     """How numpy's OpenBLAS computes in this process (after pin()): the record of the torch-free stages."""
     import numpy as np
 
-    return {**cpu_identity(), "numerics": _MODE[0] if _MODE else "unpinned", "numpy": np.__version__,
+    return {**machine(), "numerics": _MODE[0] if _MODE else "unpinned", "numpy": np.__version__,
             "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE", "auto"),
             "openblas_threads": int(os.environ.get("OPENBLAS_NUM_THREADS", "0") or 0)}
 
@@ -180,7 +187,7 @@ def record(device, blas: bool = False) -> dict[str, Any]:
     import torch
 
     out: dict[str, Any] = {
-        **cpu_identity(), "numerics": _MODE[0] if _MODE else "unpinned", "aten_capability": torch.backends.cpu.get_cpu_capability(), "mkl_cbwr": mkl_branch(),
+        **machine(), "numerics": _MODE[0] if _MODE else "unpinned", "aten_capability": torch.backends.cpu.get_cpu_capability(), "mkl_cbwr": mkl_branch(),
         "mkl_cbwr_requested": os.environ.get("MKL_CBWR", "unset"), "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__, "torch_device": device.type,
     }
@@ -210,5 +217,7 @@ def numerics(records_dir: str, numerics_out: str) -> str:
         raise ArtifactError(f"{records_dir}: no numerics records (*.json) from the compute stages")
     merged = merge_records(records)
     write_json(numerics_out, merged)
-    return (f"numerics: {len(records)} stages, {merged.get('numerics')} mode, on {merged.get('cpu')}, "
-            f"ATen {merged.get('aten_capability')}, MKL {merged.get('mkl_cbwr')}")
+    cpu = cpu_identity()
+    return (f"numerics: {len(records)} stages, {merged.get('numerics')} mode, ATen {merged.get('aten_capability')}, "
+            f"MKL {merged.get('mkl_cbwr')}; this machine: {cpu['cpu']} ({cpu['cpu_vendor']}, family/model "
+            f"{cpu['cpu_family_model']}, {cpu['cpu_isa']})")

@@ -14,31 +14,45 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 import re
+import signal
 import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lora_mnist.cli import LoraMnistError
 from lora_mnist.sweep.grid import Grid, targets_for
 
+if TYPE_CHECKING:  # distributed loads only where a sweep runs on Dask
+    from distributed import Client, Future
+
 GIT_TIMEOUT_S = 120
 DVC_TIMEOUT_S = 3600  # one experiment on the real data, pretraining included: a few minutes on two cores
 CONNECT_TIMEOUT_S = 20
+NO_WORKER_GRACE_S = 600  # a sweep with no worker left gives up after this, rather than wait forever
 
 
 class SweepError(LoraMnistError):
     """A scheduler, remote or command the distributed sweep needs failed; the message names it."""
 
 
-def _run(cmd: list[str], cwd: Path, what: str, timeout: float) -> subprocess.CompletedProcess:
-    """Run a command; a failure or a timeout is a SweepError naming `what` with the command's last words."""
-    try:
-        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise SweepError(f"{what}: `{' '.join(cmd)}` did not finish within {timeout:.0f} s") from None
+def _run(cmd: list[str], cwd: Path, what: str, timeout: float, keep_fds: tuple[int, ...] = ()
+         ) -> subprocess.CompletedProcess:
+    """Run a command in its own session (`keep_fds` inherited); a failure or a timeout (which stops the command and
+    every process it started) is a SweepError naming `what` with the command's last words."""
+    with subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True, pass_fds=keep_fds) as popen:
+        try:
+            out, err = popen.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(popen.pid, signal.SIGKILL)
+            popen.communicate()
+            raise SweepError(f"{what}: `{' '.join(cmd)}` did not finish within {timeout:.0f} s") from None
+    proc = subprocess.CompletedProcess(cmd, popen.returncode, out, err)
     if proc.returncode != 0:
         tail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-5:]
         raise SweepError(f"{what}: `{' '.join(cmd)}` exited {proc.returncode}: " + " / ".join(tail))
@@ -78,12 +92,29 @@ def on_origin(root: Path, commit: str) -> set[str]:
 
 
 @contextlib.contextmanager
-def _clone_lock(root: Path) -> Iterator[None]:
-    """One experiment at a time in a clone, whatever the worker's thread count."""
+def _clone_lock(root: Path) -> Iterator[int]:
+    """One experiment at a time in a clone, whatever the worker's thread count; yields the lock's descriptor, which
+    the task's commands inherit: if the worker dies, the lock stays held until the dvc it started has ended too."""
     path = root / ".git" / "lora-mnist-sweep.lock"
     with open(path, "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
-        yield
+        yield f.fileno()
+
+
+def _push_uncached_outputs(root: Path) -> None:
+    """Push the objects of the workspace's `cache: false` metrics and plots to the DVC remote. The run cache stores
+    them (a stage restored from it must recreate them), but `dvc push` skips them: without this, a stage another
+    worker ran could never be restored here, and every stage with a git-tracked metric or plot (all four torch
+    stages) would re-run on each machine."""
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        objs = {out.hash_info for stage in repo.index.stages for out in stage.outs  # those this clone has
+                if not out.use_cache and out.hash_info and out.hash_info.value
+                and repo.cache.local.exists(out.hash_info.value)}
+        failed = repo.cloud.push(objs).failed if objs else set()
+    if failed:
+        raise SweepError(f"DVC remote: {len(failed)} run-cache objects of metrics and plots failed to upload")
 
 
 def run_experiment(commit: str, name: str, setting: dict[str, str], *after: object) -> dict:
@@ -93,36 +124,48 @@ def run_experiment(commit: str, name: str, setting: dict[str, str], *after: obje
     if not (root / "dvc.yaml").is_file() or not (root / ".git").exists():
         raise SweepError(f"worker on {socket.gethostname()}: {root} is not a clone of the project: start "
                          "`dask worker` from inside the clone")
-    with _clone_lock(root):
+    skipped = {"name": name, "skipped": True, "worker": f"{socket.gethostname()}:{root}"}
+    with _clone_lock(root) as fd:
+        def run(cmd: list[str], what: str, timeout: float = GIT_TIMEOUT_S) -> subprocess.CompletedProcess:
+            return _run(cmd, root, what, timeout, keep_fds=(fd,))
+
         t = time.perf_counter()
         if name in on_origin(root, commit):  # a retried task whose first try got this far, or a parallel driver
-            return {"name": name, "skipped": True, "worker": f"{socket.gethostname()}:{root}"}
-        _run(["git", "fetch", "-q", "origin"], root, "git fetch origin", GIT_TIMEOUT_S)
-        _run(["git", "checkout", "-q", "-f", "--detach", commit], root, f"git checkout {commit[:8]}", GIT_TIMEOUT_S)
+            return skipped
+        run(["git", "fetch", "-q", "origin"], "git fetch origin")
+        run(["git", "checkout", "-q", "-f", "--detach", commit], f"git checkout {commit[:8]}")
         times["fetch_s"] = time.perf_counter() - t
         t = time.perf_counter()
-        _run(["dvc", "pull", "-q", "-f", "--run-cache"], root, "dvc pull --run-cache (DVC remote)", DVC_TIMEOUT_S)
+        run(["dvc", "pull", "-q", "-f", "--run-cache"], "dvc pull --run-cache (DVC remote)", DVC_TIMEOUT_S)
         times["pull_s"] = time.perf_counter() - t
         t = time.perf_counter()
-        if subprocess.run(["git", "show-ref", "-q", "--verify", exp_ref(commit, name)], cwd=root).returncode == 0:
+        if run(["git", "for-each-ref", exp_ref(commit, name)], "git for-each-ref").stdout.strip():
             # A try in this clone was killed after its run: run again (its stages restore from the local run
             # cache), so that what is pushed next is this experiment's workspace, not the baseline's.
-            _run(["dvc", "exp", "remove", name], root, f"dvc exp remove {name}", GIT_TIMEOUT_S)
+            run(["dvc", "exp", "remove", name], f"dvc exp remove {name}")
         args = [a for key, value in setting.items() for a in ("-S", f"{key}={value}")]
-        proc = _run(["dvc", "exp", "run", "-n", name, *args], root, f"dvc exp run {name}", DVC_TIMEOUT_S)
+        # --pull: `dvc pull --run-cache` fetches the run records only; a stage another worker ran is restored, not
+        # re-run, only if its outputs are fetched too, which --pull does for the records that match.
+        proc = run(["dvc", "exp", "run", "--pull", "-n", name, *args], f"dvc exp run {name}", DVC_TIMEOUT_S)
         restored = re.findall(r"Stage '([^']+)' is cached - skipping run", proc.stdout)
         ran = sorted(set(re.findall(r"Running stage '([^']+)'", proc.stdout)) - set(restored))
         times["run_s"] = time.perf_counter() - t
         t = time.perf_counter()
-        _run(["dvc", "push", "-q", "--run-cache"], root, "dvc push --run-cache (DVC remote)", DVC_TIMEOUT_S)
-        _run(["dvc", "exp", "push", "--no-cache", "origin", name], root, f"dvc exp push origin {name}", GIT_TIMEOUT_S)
+        run(["dvc", "push", "-q", "--run-cache"], "dvc push --run-cache (DVC remote)", DVC_TIMEOUT_S)
+        _push_uncached_outputs(root)
+        try:
+            run(["dvc", "exp", "push", "--no-cache", "origin", name], f"dvc exp push origin {name}")
+        except SweepError:
+            if name in on_origin(root, commit):  # another try (a restarted driver's) pushed it first: done
+                return skipped
+            raise
         times["push_s"] = time.perf_counter() - t
     return {"name": name, "skipped": False, "worker": f"{socket.gethostname()}:{root}", "ran": ran,
             "restored": sorted(set(restored)), "started": started, "ended": time.time(),
             **{k: round(v, 2) for k, v in times.items()}}
 
 
-def preflight(root: Path, scheduler: str, timeout: float = CONNECT_TIMEOUT_S):  # -> distributed.Client
+def preflight(root: Path, scheduler: str, timeout: float = CONNECT_TIMEOUT_S) -> Client:
     """Check, before any work, that the scheduler has a worker (waiting up to `timeout` s for each) and that origin
     and the DVC remote answer."""
     from distributed import Client
@@ -162,12 +205,12 @@ def publish(root: Path) -> str:
     if branch == "HEAD":
         raise SweepError("HEAD is detached: check out a branch, the workers fetch it from origin")
     commit = _run(["git", "rev-parse", "HEAD"], root, "git", GIT_TIMEOUT_S).stdout.strip()
-    _run(["git", "push", "-q", "origin", f"HEAD:refs/heads/{branch}"], root, "git push origin", GIT_TIMEOUT_S)
     _run(["dvc", "push", "-q", "--run-cache"], root, "dvc push --run-cache (DVC remote)", DVC_TIMEOUT_S)
+    _run(["git", "push", "-q", "origin", f"HEAD:refs/heads/{branch}"], root, "git push origin", GIT_TIMEOUT_S)
     return commit
 
 
-def submit(client, commit: str, todo: list[dict[str, str]], anchors: bool = True) -> list:
+def submit(client: Client, commit: str, todo: list[dict[str, str]], anchors: bool = True) -> list[Future]:
     """One task per setting; with `anchors`, each pretraining seed's first setting runs before the others of that
     seed (they wait for its result), so that its model is trained once and restored from the run cache after."""
     first: dict[str, object] = {}  # pretraining seed -> the task that trains its model
@@ -181,12 +224,32 @@ def submit(client, commit: str, todo: list[dict[str, str]], anchors: bool = True
     return futures
 
 
+def _as_completed_while_workers(client: Client, futures: list[Future], scheduler: str,
+                                grace_s: float = NO_WORKER_GRACE_S, poll_s: float = 5) -> Iterator[Future]:
+    """The futures as they finish; a SweepError if the scheduler has had no worker for `grace_s` seconds (tasks
+    would wait for one forever)."""
+    from distributed import wait
+
+    pending, alone_since = set(futures), None
+    while pending:
+        try:
+            done, pending = wait(list(pending), timeout=poll_s, return_when="FIRST_COMPLETED")
+        except TimeoutError:  # none finished meanwhile: check the workers, wait again
+            done = set()
+        yield from done
+        if pending and not client.scheduler_info()["workers"]:
+            alone_since = alone_since or time.monotonic()
+            if time.monotonic() - alone_since > grace_s:
+                raise SweepError(f"Dask scheduler {scheduler}: no worker for {grace_s:.0f} s and {len(pending)} "
+                                 "experiments left: start workers, then run the sweep again (finished ones are kept)")
+        else:
+            alone_since = None
+
+
 def run_sweep(root: Path, scheduler: str, grid: Grid, anchors: bool = True,
               timeout: float = CONNECT_TIMEOUT_S) -> list[dict]:
     """Run every experiment of `grid` not yet on origin on the scheduler's workers, then pull all of them;
     returns each task's record (failed ones as {"name", "error"})."""
-    from distributed import as_completed
-
     client = preflight(root, scheduler, timeout)
     try:
         commit = publish(root)
@@ -197,7 +260,7 @@ def run_sweep(root: Path, scheduler: str, grid: Grid, anchors: bool = True,
               flush=True)
         futures = submit(client, commit, todo, anchors)
         records = []
-        for future in as_completed(futures):
+        for future in _as_completed_while_workers(client, futures, scheduler):
             try:
                 rec = future.result()
             except Exception as exc:  # a failed experiment is reported and left out, as in the local sweep
