@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from lora_mnist.sweep.cluster import SweepError, experiment_name, run_experiment, settings, submit
+from lora_mnist.sweep.cluster import SweepError, experiment_name, plan, run_experiment, settings, submit
 from lora_mnist.sweep.grid import FULL, Grid
 
 
@@ -32,25 +32,23 @@ def test_every_setting_has_its_own_stable_valid_name():
     assert settings(FULL)[-1]["lora.targets"] == "[linear1,linear2]"  # rank 16 > linear3's 10 outputs
 
 
-def test_each_pretraining_seed_is_trained_by_one_task_that_the_others_of_its_seed_wait_for():
+def test_each_pretraining_seed_is_trained_by_one_task_before_the_others_of_its_seed_are_submitted():
     grid = Grid(pretrain_seeds=(0, 1), finetune_seeds=(0, 1), ranks=(4, 1), replays=(0.0,))
     todo = settings(grid)
+    now, later = plan(todo)
+    assert [experiment_name(s) for s in now] == ["sweep-p0-f0-r1-x0", "sweep-p1-f0-r1-x0"]  # smallest rank first
+    assert {seed: len(rest) for seed, rest in later.items()} == {"0": 3, "1": 3}
+    assert sorted(map(experiment_name, now + later["0"] + later["1"])) == sorted(map(experiment_name, todo))
+    # A restarted driver: seed 0's first setting is done, so its first remaining one trains (restores) the model.
+    now, later = plan(todo[1:])
+    assert experiment_name(now[0]) == "sweep-p0-f0-r4-x0" and len(later["0"]) == 2
+    assert plan(todo, anchors=False) == (todo, {})  # --no-anchors: all at once
+
     client = RecordingClient()
-    futures = submit(client, "c0ffee" * 7, todo)
-    assert len(futures) == len(client.calls) == 8
-    anchors = {"0": "<future sweep-p0-f0-r1-x0-c0ffeec0ffee>", "1": "<future sweep-p1-f0-r1-x0-c0ffeec0ffee>"}
-    for fn, args, key in client.calls:
-        assert fn is run_experiment and key == f"{args[1]}-c0ffeec0ffee"
-        commit, name, setting, *after = args
-        seed = setting["pretrain.seed"]
-        assert after == ([] if futures[client.calls.index((fn, args, key))] == anchors[seed] else [anchors[seed]])
-    # A restarted driver: seed 0's anchor is done, so its first remaining setting trains (restores) the model.
-    client = RecordingClient()
-    submit(client, "c0ffee" * 7, todo[1:])
-    assert client.calls[0][1][3:] == () and client.calls[1][1][3:] == ("<future sweep-p0-f0-r4-x0-c0ffeec0ffee>",)
-    client = RecordingClient()
-    submit(client, "c0ffee" * 7, todo, anchors=False)
-    assert all(args[3:] == () for _, args, _ in client.calls)  # --no-anchors: all at once
+    futures = submit(client, "c0ffee" * 7, now)
+    for (fn, args, key), setting in zip(client.calls, now, strict=True):
+        assert fn is run_experiment and args == ("c0ffee" * 7, experiment_name(setting), setting)  # no data between
+        assert key == f"{experiment_name(setting)}-c0ffeec0ffee" and futures[f"<future {key}>"] == setting
 
 
 def test_a_task_outside_a_clone_of_the_project_refuses(tmp_path, monkeypatch):
@@ -65,6 +63,6 @@ def test_a_sweep_left_without_workers_gives_up_with_one_clear_error():
     from lora_mnist.sweep.cluster import _as_completed_while_workers
 
     with LocalCluster(n_workers=0, processes=False, dashboard_address=None) as cluster, Client(cluster) as client:
-        futures = [client.submit(sum, [1, 2], pure=False)]  # no worker will ever take it
+        pending = {client.submit(sum, [1, 2], pure=False)}  # no worker will ever take it
         with pytest.raises(SweepError, match=r"no worker for 1 s and 1 experiments left: start workers"):
-            list(_as_completed_while_workers(client, futures, "tcp://test", grace_s=1, poll_s=0.2))
+            list(_as_completed_while_workers(client, pending, "tcp://test", grace_s=1, poll_s=0.2))

@@ -117,9 +117,9 @@ def _push_uncached_outputs(root: Path) -> None:
         raise SweepError(f"DVC remote: {len(failed)} run-cache objects of metrics and plots failed to upload")
 
 
-def run_experiment(commit: str, name: str, setting: dict[str, str], *after: object) -> dict:
-    """The Dask task: one experiment in this worker's clone (its working directory); `after`: results it waited
-    for. Returns what it did and the seconds each phase took."""
+def run_experiment(commit: str, name: str, setting: dict[str, str]) -> dict:
+    """The Dask task: one experiment in this worker's clone (its working directory); returns what it did and the
+    seconds each phase took."""
     root, times, started = Path.cwd(), {}, time.time()
     if not (root / "dvc.yaml").is_file() or not (root / ".git").exists():
         raise SweepError(f"worker on {socket.gethostname()}: {root} is not a clone of the project: start "
@@ -210,32 +210,41 @@ def publish(root: Path) -> str:
     return commit
 
 
-def submit(client: Client, commit: str, todo: list[dict[str, str]], anchors: bool = True) -> list[Future]:
-    """One task per setting; with `anchors`, each pretraining seed's first setting runs before the others of that
-    seed (they wait for its result), so that its model is trained once and restored from the run cache after."""
-    first: dict[str, object] = {}  # pretraining seed -> the task that trains its model
-    futures = []
+def plan(todo: list[dict[str, str]], anchors: bool = True) -> tuple[list[dict], dict[str, list[dict]]]:
+    """The settings to submit now, and, by pretraining seed, those to submit once that seed's first setting has
+    finished (with `anchors`): its model is then trained once, by that first task, and restored after."""
+    if not anchors:
+        return list(todo), {}
+    first: dict[str, dict] = {}
+    later: dict[str, list[dict]] = {}
     for s in todo:
-        name, seed = experiment_name(s), s["pretrain.seed"]
-        wait_for = [first[seed]] if anchors and seed in first else []
-        future = client.submit(run_experiment, commit, name, s, *wait_for, key=f"{name}-{commit[:12]}", pure=False)
-        first.setdefault(seed, future)
-        futures.append(future)
-    return futures
+        seed = s["pretrain.seed"]
+        if seed in first:
+            later.setdefault(seed, []).append(s)
+        else:
+            first[seed] = s
+    return list(first.values()), later
 
 
-def _as_completed_while_workers(client: Client, futures: list[Future], scheduler: str,
+def submit(client: Client, commit: str, todo: list[dict[str, str]]) -> dict[Future, dict[str, str]]:
+    """One task per setting, no data between them (a dependency would pull a seed's settings onto one worker)."""
+    return {client.submit(run_experiment, commit, experiment_name(s), s, key=f"{experiment_name(s)}-{commit[:12]}",
+                          pure=False): s for s in todo}
+
+
+def _as_completed_while_workers(client: Client, pending: set[Future], scheduler: str,
                                 grace_s: float = NO_WORKER_GRACE_S, poll_s: float = 5) -> Iterator[Future]:
-    """The futures as they finish; a SweepError if the scheduler has had no worker for `grace_s` seconds (tasks
-    would wait for one forever)."""
+    """The futures of `pending` as they finish (the caller may add more meanwhile); a SweepError if the scheduler
+    has had no worker for `grace_s` seconds (tasks would wait for one forever)."""
     from distributed import wait
 
-    pending, alone_since = set(futures), None
+    alone_since = None
     while pending:
         try:
-            done, pending = wait(list(pending), timeout=poll_s, return_when="FIRST_COMPLETED")
+            done = wait(list(pending), timeout=poll_s, return_when="FIRST_COMPLETED").done
         except TimeoutError:  # none finished meanwhile: check the workers, wait again
             done = set()
+        pending -= done
         yield from done
         if pending and not client.scheduler_info()["workers"]:
             alone_since = alone_since or time.monotonic()
@@ -258,13 +267,18 @@ def run_sweep(root: Path, scheduler: str, grid: Grid, anchors: bool = True,
         print(f"{len(todo)} of {len(todo) + len(done & set(map(experiment_name, settings(grid))))} experiments to "
               f"run on {len(client.scheduler_info()['workers'])} workers ({scheduler}), commit {commit[:8]}",
               flush=True)
-        futures = submit(client, commit, todo, anchors)
-        records = []
-        for future in _as_completed_while_workers(client, futures, scheduler):
+        now, later = plan(todo, anchors)
+        futures = submit(client, commit, now)
+        pending, records = set(futures), []
+        for future in _as_completed_while_workers(client, pending, scheduler):
+            seed = futures[future]["pretrain.seed"]
+            more = submit(client, commit, later.pop(seed, []))  # its model is in the run cache now (if it ran)
+            futures.update(more)
+            pending.update(more)
             try:
                 rec = future.result()
             except Exception as exc:  # a failed experiment is reported and left out, as in the local sweep
-                rec = {"name": future.key.rsplit("-", 1)[0], "error": str(exc)}
+                rec = {"name": experiment_name(futures[future]), "error": str(exc)}
                 print(f"  {rec['name']}: failed: {exc}", flush=True)
             else:
                 print(f"  {rec['name']}: " + ("already on origin" if rec["skipped"] else
