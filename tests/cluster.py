@@ -54,7 +54,7 @@ class Processes:
         proc.wait(timeout=30)
 
     def stop_all(self) -> None:
-        """SIGTERM every session still running, SIGKILL what has not ended 10 s later."""
+        """SIGTERM every session, then SIGKILL what is left of it 10 s later (children that ignored the TERM too)."""
         for name in list(self.procs):
             proc = self.procs[name]
             try:
@@ -62,12 +62,7 @@ class Processes:
                 proc.wait(timeout=10)
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 pass
-            if proc.poll() is None or name in self.procs:
-                self.kill(name)
-
-    def log(self, name: str) -> str:
-        """What the process printed."""
-        return (self.logs / f"{name}.log").read_text()
+            self.kill(name)
 
 
 class Cluster:
