@@ -77,17 +77,22 @@ def stage_commands() -> list[tuple[str, str]]:
     """dvc.yaml's stages in file order (checked topological), `${var}` filled from its vars."""
     spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())
     values = {k: str(v) for block in spec.get("vars", []) for k, v in block.items()}
-    fill = lambda s: re.sub(r"\$\{(\w+)\}", lambda m: values[m.group(1)], str(s))  # noqa: E731
+
+    def fill(text: object) -> str:
+        return re.sub(r"\$\{(\w+)\}", lambda m: values[m.group(1)], str(text))
+
+    def outputs(stage: dict) -> set[str]:  # outs, metrics and plots: a path, or {path: options}
+        return {fill(next(iter(x)) if isinstance(x, dict) else x) for key in ("outs", "metrics", "plots")
+                for x in stage.get(key, [])}
+
+    written = set().union(*map(outputs, spec["stages"].values()))
     made: set[str] = set()
-    written = {fill(o) for st in spec["stages"].values() for key in ("outs", "metrics", "plots")
-               for o in (next(iter(x)) if isinstance(x, dict) else x for x in st.get(key, []))}
     commands = []
     for name, st in spec["stages"].items():
         later = [d for d in map(fill, st.get("deps", [])) if d in written and d not in made]
         if later:
             sys.exit(f"error: dvc.yaml: stage {name} reads {later} before the stage that writes it")
-        made |= {fill(next(iter(x)) if isinstance(x, dict) else x) for key in ("outs", "metrics", "plots")
-                 for x in st.get(key, [])}
+        made |= outputs(st)
         commands.append((name, fill(st["cmd"])))
     return commands
 
