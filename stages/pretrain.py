@@ -8,7 +8,7 @@ from lora_mnist.cli import parse_paths, run_stage
 
 
 def main() -> None:
-    args = parse_paths(__doc__, "data_root", "model_out", "metrics_out", "numerics_out", "loss_out")
+    args = parse_paths(__doc__, "data_root", "model_out", "logits_out", "metrics_out", "numerics_out", "loss_out")
     from lora_mnist.config import load_params
 
     params = load_params()  # validated before any heavy import or work

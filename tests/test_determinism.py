@@ -3,6 +3,7 @@ and the record of how each stage computed (numerics.py)."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -145,15 +146,107 @@ def test_the_numerics_record_says_how_the_process_computed():
 
 @needs_avx2
 def test_portable_mode_takes_effect_whatever_the_shell_says():
-    """numerics: portable is MKL's COMPATIBLE branch (reported as such on Intel Xeons and AMD EPYCs), one thread,
-    ATen's AVX2 path; the param decides, not variables left in the user's shell."""
+    """numerics: portable is numpy's OpenBLAS on its Haswell kernels for every product, one thread, ATen's AVX2
+    path (MKL, idle, on its COMPATIBLE branch); the param decides, not variables left in the user's shell."""
     record = _record("portable", MKL_CBWR="AVX512", OMP_NUM_THREADS="2", MKL_NUM_THREADS="2",
                      OPENBLAS_NUM_THREADS="2", ATEN_CPU_CAPABILITY="default")
     assert record["numerics"] == "portable"
     assert not {"cpu", "cpu_vendor", "cpu_family_model", "cpu_isa"} & set(record)  # the same on every such CPU
     assert record["mkl_cbwr"] == "COMPATIBLE" and record["mkl_cbwr_requested"] == "COMPATIBLE"
     assert record["torch_threads"] == 1 and record["aten_capability"] == "AVX2"
-    assert record["openblas_threads"] == 1
+    assert record["openblas_threads"] == 1 and record["cpu_products"] == numerics.PRODUCTS
+    # OPENBLAS_CORETYPE forces OpenBLAS's kernel set by name, whatever the CPU: it reports the one forced.
+    assert record["openblas_corename"].lower() == numerics.BLAS_NUMERICS["OPENBLAS_CORETYPE"].lower()
+
+
+# Every product a portable stage computes: LoRA trained both ways (parametrize, lowrank), full fine-tuning, a
+# scoring pass and a merge, on RichBoyNet with small hidden sizes. A TorchDispatchMode sees each aten op the CPU
+# runs, forward and backward; every product op among them must be one the route took, counted by it.
+ROUTE = """
+from lora_mnist.numerics import pin
+pin("portable")
+import json, torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from lora_mnist import numerics
+from lora_mnist.base.model import RichBoyNet
+from lora_mnist.base.train import logits, train
+from lora_mnist.lora.layer import apply_lora, freeze_non_lora, merge, set_lora_impl
+device = numerics.configure_torch("cpu", "portable")
+seen = {}
+class Ops(TorchDispatchMode):
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        seen[name] = seen.get(name, 0) + 1
+        return func(*args, **(kwargs or {}))
+g = torch.Generator().manual_seed(0)
+images, labels = torch.randn(40, 784, generator=g), torch.randint(0, 10, (40,), generator=g)
+batches = [torch.arange(i, i + 10) for i in range(0, 40, 10)]
+with Ops():
+    full = RichBoyNet(16, 12)
+    train(full, images, labels, batches, steps=4, lr=1e-3, desc="full")
+    for impl in ("parametrize", "lowrank"):
+        model = RichBoyNet(16, 12)
+        apply_lora(model, ["linear1", "linear2", "linear3"], 2, 2.0, generator=g)
+        freeze_non_lora(model)
+        set_lora_impl(model, impl)
+        train(model, images, labels, batches, steps=4, lr=1e-3, desc=impl)
+        logits(model, images)
+    logits(merge(model), images)
+try:
+    torch.bmm(torch.ones(1, 2, 2), torch.ones(1, 2, 2))
+    refused = ""
+except RuntimeError as exc:
+    refused = str(exc)
+print(json.dumps({"seen": seen, "routed": numerics.product_calls, "refused": refused}))
+"""
+PRODUCT_OPS = {"mm", "addmm", "bmm", "baddbmm", "addbmm", "mv", "addmv", "dot", "vdot", "addr", "matmul", "linear",
+               "_addmm_activation", "einsum", "tensordot", "_mkldnn_reshape", "mkldnn_linear"}
+
+
+def test_portable_sends_every_product_through_openblas_and_refuses_the_other_routes():
+    out = subprocess.run([sys.executable, "-c", ROUTE], check=True, capture_output=True, text=True, timeout=300)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    products = {op: n for op, n in result["seen"].items() if op in PRODUCT_OPS or "mm" in op or "mkldnn" in op}
+    # In inference mode the dispatch mode sees Linear and matmul themselves (each runs one addmm or mm below it).
+    assert set(products) <= {"mm", "addmm", "linear", "matmul"}, products
+    assert sum(products.values()) == sum(result["routed"].values())  # the route computed every one of them
+    assert products["mm"] > 0 and products["addmm"] > 0
+    assert "aten::bmm would compute them elsewhere" in result["refused"]
+
+
+# The same portable training on one core and on two: OpenBLAS and ATen on one thread each, so the machine's core
+# count cannot change the bits (two OpenBLAS threads would: it runs no more threads than it may use cores).
+CORES = """
+from lora_mnist.numerics import pin
+pin("portable")
+import hashlib, torch
+from lora_mnist.base.model import RichBoyNet
+from lora_mnist.base.train import logits, train
+from lora_mnist.numerics import configure_torch
+configure_torch("cpu", "portable")
+g = torch.Generator().manual_seed(0)
+torch.manual_seed(0)
+model = RichBoyNet(300, 200)
+images, labels = torch.randn(100, 784, generator=g), torch.randint(0, 10, (100,), generator=g)
+train(model, images, labels, [torch.arange(i, i + 10) for i in range(0, 100, 10)], steps=10, lr=1e-3, desc="t")
+out = logits(model, images)
+print(hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in model.parameters()) + out.numpy().tobytes())
+      .hexdigest())
+"""
+
+
+@needs_avx2
+@pytest.mark.skipif(not shutil.which("taskset") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs taskset and two cores to choose from")
+def test_portable_bits_are_the_same_on_one_core_and_on_two():
+    cores = sorted(os.sched_getaffinity(0))[:2]
+    env = {k: v for k, v in os.environ.items() if k not in PINNED}
+    digests = {}
+    for cpus in (str(cores[0]), f"{cores[0]},{cores[1]}"):
+        out = subprocess.run(["taskset", "-c", cpus, sys.executable, "-c", CORES], env=env, check=True,
+                             capture_output=True, text=True, timeout=300)
+        digests[cpus] = out.stdout.strip()
+    assert len(set(digests.values())) == 1, digests
 
 
 def test_numerics_merge_keeps_one_value_where_stages_agree_and_names_them_where_not():

@@ -1,5 +1,6 @@
 """Fine-tuning with LoRA on a tiny model: what train_lora leaves (only the factors moved, the seed's forward back in
-place), and score_lora, the seed's third test: with LoRA switched off the model must be the pretrained one exactly."""
+place), and score_lora against pretrain's logits, with the seed's third test: with LoRA switched off the model must give
+exactly those logits."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from synthetic import write_pretrained
 
 from lora_mnist.artifacts import tensor_digests
 from lora_mnist.base.model import load_model
-from lora_mnist.base.train import predict, wrong_counts
+from lora_mnist.base.train import logits, predict, read_logits, write_logits, wrong_counts
 from lora_mnist.cli import ArtifactError
 from lora_mnist.config import FinetuneParams, LoraParams
 from lora_mnist.lora.adapter import training_record
@@ -39,6 +40,14 @@ def test_set():
     return torch.randn(50, 784, generator=g), torch.randint(0, 10, (50,), generator=g)
 
 
+@pytest.fixture(scope="module")
+def base_logits(pretrained, test_set, tmp_path_factory):
+    """The pretrained model's test-set logits, as the pretrain stage writes them."""
+    path = tmp_path_factory.mktemp("logits") / "test_logits.safetensors"
+    write_logits(path, logits(load_model(pretrained), test_set[0]))
+    return path
+
+
 @pytest.mark.parametrize("impl", ["parametrize", "lowrank"])
 def test_training_moves_only_the_factors_and_returns_the_seed_s_forward(pretrained, data, impl):
     lora = LoraParams(rank=2, alpha=2.0, targets=("linear1", "linear3"), impl=impl)
@@ -52,10 +61,10 @@ def test_training_moves_only_the_factors_and_returns_the_seed_s_forward(pretrain
     assert all(lora.impl == "parametrize" and bool(lora.lora_B.abs().sum() > 0) for lora in layers.values())
 
 
-def test_an_honest_model_passes_and_is_scored_against_the_base(pretrained, data, test_set):
+def test_an_honest_model_passes_and_is_scored_against_the_base(pretrained, base_logits, data, test_set):
     model, _ = train_lora(pretrained, data, CFG, LoraParams(rank=2, alpha=2.0), CPU)
     images, labels = test_set
-    evaluation, preds, wrong = score_lora(model, pretrained, images, labels, DIGIT, CPU)
+    evaluation, preds, wrong = score_lora(model, base_logits, images, labels, DIGIT, CPU)
     assert torch.equal(preds["base"], predict(load_model(pretrained), images))
     assert torch.equal(preds["lora"], predict(model, images))
     assert wrong == {name: wrong_counts(labels, p) for name, p in preds.items()}
@@ -63,14 +72,26 @@ def test_an_honest_model_passes_and_is_scored_against_the_base(pretrained, data,
     assert evaluation["accuracy"]["lora"] == (preds["lora"] == labels).sum().item() / len(labels)
     assert evaluation["param_count"]["lora"] == 2 * ((784 + 8) + (8 + 6) + (6 + 10))
     assert all(lora.enabled for lora in lora_layers(model).values())  # switched back on afterwards
+    assert evaluation["checks"] == {"lora_off_logits_equal_pretrained": True, "lora_off_images_checked": len(labels)}
 
 
 @pytest.mark.parametrize("tensor", ["linear2.parametrizations.weight.original", "linear1.bias"])
-def test_a_model_whose_frozen_tensor_changed_is_refused(pretrained, data, test_set, tensor):
+def test_a_model_whose_frozen_tensor_changed_is_refused(pretrained, base_logits, data, test_set, tensor):
     model, _ = train_lora(pretrained, data, CFG, LoraParams(rank=2, alpha=2.0), CPU)
     with torch.no_grad():
         model.get_parameter(tensor).view(-1)[0] += 1e-3
     with pytest.raises(ArtifactError, match=rf"LoRA switched off, the fine-tuned model's logits differ from "
-                                            rf".*{pretrained.name}.*max abs diff"):
-        score_lora(model, pretrained, *test_set, DIGIT, CPU)
+                                            rf".*{base_logits.name} \(max abs diff .* on the first 50 images\)"):
+        score_lora(model, base_logits, *test_set, DIGIT, CPU)
     assert all(lora.enabled for lora in lora_layers(model).values())
+
+
+def test_logits_of_another_size_or_kind_are_refused(tmp_path):
+    path = tmp_path / "logits.safetensors"
+    write_logits(path, torch.zeros(4, 10))
+    assert torch.equal(read_logits(path, 4), torch.zeros(4, 10))
+    with pytest.raises(ArtifactError, match=r"expected one tensor logits \(5, 10\) float32, found .*\(4, 10\)"):
+        read_logits(path, 5)
+    write_logits(path, torch.zeros(4, 10, dtype=torch.float64))
+    with pytest.raises(ArtifactError, match="float64"):
+        read_logits(path, 4)

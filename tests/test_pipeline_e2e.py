@@ -67,6 +67,9 @@ def test_full_repro_runs_every_stage_and_writes_the_outputs(built: tuple[Repo, s
     if has_avx2():  # portable: only what decides the bits, the same on every x86-64 CPU with AVX2 (no CPU name)
         assert not {"cpu", "cpu_vendor", "cpu_family_model", "cpu_isa"} & set(numerics)
     assert {"aten_capability", "mkl_cbwr", "torch", "torch_threads", "numpy", "openblas_coretype"} <= set(numerics)
+    assert numerics["cpu_products"] == "numpy OpenBLAS"  # every compute stage's products, on the CPU, in portable
+    # One pass over the test set per experiment: the base's answers are pretrain's, checked on the first batch.
+    assert ev["checks"] == {"lora_off_logits_equal_pretrained": True, "lora_off_images_checked": 200}
     runs = repo.path / ".dvc/cache/runs"
     assert len([d for d in runs.glob("*/*") if d.is_dir()]) == len(STAGES)  # each stage is in the run cache
     analyze = repo.json("metrics/analyze.json")
@@ -177,8 +180,8 @@ def test_killed_stage_leaves_nothing_half_written_and_forced_reruns_are_bit_iden
     assert not list(repo.path.rglob(".tmp-*"))
 
 
-PRETRAIN_OUTS = ("models/pretrained.safetensors", "metrics/pretrain.json", "metrics/numerics/pretrain.json",
-                 "plots/pretrain/loss.tsv")
+PRETRAIN_OUTS = ("models/pretrained.safetensors", "models/pretrained_test_logits.safetensors", "metrics/pretrain.json",
+                 "metrics/numerics/pretrain.json", "plots/pretrain/loss.tsv")
 
 
 def test_refused_param_then_fixed_restores_from_the_run_cache(repo: Repo) -> None:

@@ -12,7 +12,7 @@ from synthetic import write_pretrained
 from lora_mnist.artifacts import digest, read_json, tensor_digests
 from lora_mnist.base.data import read_idx
 from lora_mnist.base.model import load_model
-from lora_mnist.base.train import predict, wrong_counts
+from lora_mnist.base.train import logits, predict, write_logits, wrong_counts
 from lora_mnist.cli import ArtifactError, DataError
 from lora_mnist.config import LINEAR_NAMES, ZooParams
 from lora_mnist.lora.adapter import (RECORD, adapter_bytes, load_adapter, load_settings, peft_key, save_adapter,
@@ -153,11 +153,12 @@ def test_others_accuracy_skips_the_given_digits():
     assert others_accuracy(labels, preds, [3, 5]) == pytest.approx(2 / 3)
 
 
-def test_scoring_the_zoo_scores_each_adapter_as_if_loaded_alone(zoo, data_root, pretrained):
+def test_scoring_the_zoo_scores_each_adapter_as_if_loaded_alone(zoo, data_root, pretrained, tmp_path):
     from lora_mnist.base.data import load_split
 
-    result = evaluate_zoo(data_root, pretrained, zoo, [3, 5], [3, 5], CPU)
     images, labels = load_split(data_root, "test")
+    write_logits(base_logits := tmp_path / "logits.safetensors", logits(load_model(pretrained), images))
+    result = evaluate_zoo(data_root, pretrained, base_logits, zoo, [3, 5], [3, 5], CPU)
 
     def wrong(model):
         return wrong_counts(labels, predict(model, images))

@@ -22,8 +22,11 @@ from lora_mnist.cli import ArtifactError, ConfigError
 # different models on different machines. MKL and ATen read these variables at their first CPU op, not at import.
 #   fast:     ATen's AVX2 path and MKL's AVX2 branch (MKL honours it on Intel CPUs only; AMD ones run AUTO), all
 #             cores. The same bits on one machine whatever the thread count; not across CPU vendors.
-#   portable: ATen's AVX2 path and MKL's COMPATIBLE branch, the one Intel documents as giving the same results on
-#             Intel and non-Intel CPUs, on one thread (COMPATIBLE's bits depend on the thread count). Slower.
+#   portable: ATen's AVX2 path on one thread, and every matrix product through numpy's OpenBLAS on its Haswell
+#             kernels, one thread (route_products): the same machine code on every AVX2 CPU, Intel or AMD. One
+#             thread because OpenBLAS's bits depend on its thread count, and it never runs more threads than the
+#             cores it may use: two threads on a one-core machine gave one thread's bits (bench/products.py).
+#             MKL, which computes nothing then, stays on its COMPATIBLE branch.
 MODES = ("fast", "portable")
 CPU_NUMERICS = {
     "fast": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2,STRICT"},
@@ -126,12 +129,69 @@ def configure_torch(name: str, mode: str):  # -> torch.device
     # Adam's second moments drift into float32 denormals during pretraining; x86 handles those in
     # microcode, which made steps 4x slower. Flushing them to zero is deterministic and harmless here.
     torch.set_flush_denormal(True)
+    if mode == "portable" and device.type == "cpu":
+        route_products()
     if device.type != "cpu":  # the CPU kernels we use are deterministic; the flag below costs a 1.3 s import
         # cuBLAS needs a fixed workspace for deterministic GEMMs; read when its first handle is created.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)  # warn, not crash, on an op CUDA lacks
         torch.backends.cudnn.benchmark = False
     return device
+
+
+# portable: every CPU matrix product through numpy's OpenBLAS, on its Haswell kernels (BLAS_NUMERICS) and one thread:
+# the same machine code on every x86-64 CPU with AVX2 and FMA, at an AVX2 kernel's speed (MKL's COMPATIBLE branch,
+# the route before, multiplied at a third of it). mm and addmm are all RichBoyNet and LoRA use: Linear's forward,
+# every backward product, LoRA's B @ A. The other product ops are refused in this process, so a product that would
+# compute elsewhere stops the stage instead of changing the bits.
+ROUTED = ("mm", "addmm")
+REFUSED = ("mm.out", "addmm.out", "addmm_", "_addmm_activation", "bmm", "baddbmm", "addbmm", "mv", "addmv", "dot",
+           "vdot", "addr")
+PRODUCTS = "numpy OpenBLAS"  # the record's name for the route
+_ROUTE: list[Any] = []  # the torch.library registration: alive as long as the process (dropping it undoes the route)
+product_calls: dict[str, int] = dict.fromkeys(ROUTED, 0)  # products routed in this process, by op (tests count them)
+
+
+def route_products() -> None:
+    """Send this process's CPU mm and addmm through numpy's OpenBLAS and refuse the other product ops (idempotent)."""
+    if _ROUTE:
+        return
+    import warnings
+
+    import numpy as np
+    import torch
+
+    def blas_view(t: torch.Tensor) -> np.ndarray:  # (m, k): row- or column-major as it is, BLAS reads either
+        if t.dtype not in (torch.float32, torch.float64):
+            raise RuntimeError(f"numerics: portable has no matrix product for {t.dtype}")
+        t = t.detach()
+        return (t if t.is_contiguous() or t.t().is_contiguous() else t.contiguous()).numpy()
+
+    def mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        product_calls["mm"] += 1
+        return torch.from_numpy(np.matmul(blas_view(a), blas_view(b)))
+
+    def addmm(c: torch.Tensor, a: torch.Tensor, b: torch.Tensor, *, beta=1, alpha=1) -> torch.Tensor:
+        product_calls["addmm"] += 1  # beta * c + alpha * (a @ b); c broadcasts, as Linear's bias (out,)
+        out = torch.from_numpy(np.matmul(blas_view(a), blas_view(b)))
+        if alpha != 1:
+            out.mul_(alpha)
+        return out.add_(c, alpha=beta) if beta != 0 else out
+
+    def refuse(op: str):
+        def refused(*args, **kwargs):
+            raise RuntimeError(f"numerics: portable computes CPU matrix products through {' and '.join(ROUTED)} "
+                               f"only; aten::{op} would compute them elsewhere")
+        return refused
+
+    lib = torch.library.Library("aten", "IMPL")
+    with warnings.catch_warnings():  # "Overriding a previously registered kernel": that is the point
+        warnings.simplefilter("ignore", UserWarning)
+        lib.impl("mm", mm, "CPU")
+        lib.impl("addmm", addmm, "CPU")
+        for op in REFUSED:
+            lib.impl(op, refuse(op), "CPU")
+    _ROUTE.append(lib)
 
 
 def generator(seed: int):  # -> torch.Generator
@@ -172,28 +232,50 @@ def machine() -> dict[str, str]:
     return {} if _MODE == ["portable"] and has_avx2() else cpu_identity()
 
 
+def openblas_corename() -> str:
+    """The kernel set numpy's bundled OpenBLAS runs (what OPENBLAS_CORETYPE forced, else what it detected)."""
+    import ctypes
+
+    import numpy as np
+
+    for lib in sorted((Path(np.__file__).parent.parent / "numpy.libs").glob("libscipy_openblas*.so")):
+        for name in ("scipy_openblas_get_corename64_", "scipy_openblas_get_corename"):
+            get = getattr(ctypes.CDLL(str(lib)), name, None)  # the library numpy loaded: same handle
+            if get is not None:
+                get.restype = ctypes.c_char_p
+                return get().decode()
+    return "unknown"
+
+
+def _mode_record() -> dict[str, Any]:
+    """What every record starts with: the machine where it decides the bits, and the mode."""
+    return {**machine(), "numerics": _MODE[0] if _MODE else "unpinned"}
+
+
 def blas_record() -> dict[str, Any]:
     """How numpy's OpenBLAS computes in this process (after pin()): the record of the torch-free stages."""
     import numpy as np
 
-    return {**machine(), "numerics": _MODE[0] if _MODE else "unpinned", "numpy": np.__version__,
-            "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE", "auto"),
+    return {**_mode_record(), "numpy": np.__version__,
+            "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE", "auto"), "openblas_corename": openblas_corename(),
             "openblas_threads": int(os.environ.get("OPENBLAS_NUM_THREADS", "0") or 0)}
 
 
 def record(device, blas: bool = False) -> dict[str, Any]:
-    """How this process computes: CPU, ATen kernels, MKL branch, threads, torch, device, and numpy's BLAS where the
-    stage used it (call after a torch op)."""
+    """How this process computes: CPU, ATen kernels, what computed the CPU matrix products (and MKL's branch),
+    threads, torch, device, and numpy's BLAS where products or the stage went through it (call after a torch op)."""
     import torch
 
+    routed = bool(_ROUTE) and device.type == "cpu"
     out: dict[str, Any] = {
-        **machine(), "numerics": _MODE[0] if _MODE else "unpinned", "aten_capability": torch.backends.cpu.get_cpu_capability(), "mkl_cbwr": mkl_branch(),
-        "mkl_cbwr_requested": os.environ.get("MKL_CBWR", "unset"), "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__, "torch_device": device.type,
+        **(blas_record() if blas or routed else _mode_record()),
+        "aten_capability": torch.backends.cpu.get_cpu_capability(), "cpu_products": PRODUCTS if routed else "MKL",
+        "mkl_cbwr": mkl_branch(), "mkl_cbwr_requested": os.environ.get("MKL_CBWR", "unset"),
+        "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "torch_device": device.type,
     }
     if device.type == "cuda":
         out["device_name"] = torch.cuda.get_device_name(device)
-    return {**blas_record(), **out} if blas else out
+    return out
 
 
 def merge_records(records: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -219,5 +301,5 @@ def numerics(records_dir: str, numerics_out: str) -> str:
     write_json(numerics_out, merged)
     cpu = cpu_identity()
     return (f"numerics: {len(records)} stages, {merged.get('numerics')} mode, ATen {merged.get('aten_capability')}, "
-            f"MKL {merged.get('mkl_cbwr')}; this machine: {cpu['cpu']} ({cpu['cpu_vendor']}, family/model "
+            f"CPU products {merged.get('cpu_products')}; this machine: {cpu['cpu']} ({cpu['cpu_vendor']}, family/model "
             f"{cpu['cpu_family_model']}, {cpu['cpu_isa']})")

@@ -11,8 +11,11 @@ from torch import nn
 from torch.optim.adam import adam
 from tqdm import tqdm
 
-from lora_mnist.artifacts import write_bytes
+from lora_mnist.artifacts import read_safetensors, safetensors_bytes, write_bytes
+from lora_mnist.cli import ArtifactError
 from lora_mnist.config import N_CLASSES
+
+BATCH = 1000  # images per forward pass when scoring: the first batch is what finetune checks against (check_batch)
 
 
 class Adam:
@@ -90,15 +93,30 @@ def write_losses(path: str | Path, losses: Sequence[float]) -> None:
 
 
 @torch.inference_mode()
-def logits(model: nn.Module, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+def logits(model: nn.Module, images: torch.Tensor, batch_size: int = BATCH) -> torch.Tensor:
     """Logits (n, 10) on CPU, batched (the seed evaluates one image at a time)."""
     model.eval()
     return torch.cat([model(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]).cpu()
 
 
-def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+def predict(model: nn.Module, images: torch.Tensor, batch_size: int = BATCH) -> torch.Tensor:
     """Argmax predictions (n,) int64 on CPU."""
     return logits(model, images, batch_size).argmax(dim=1)
+
+
+def write_logits(path: str | Path, values: torch.Tensor) -> None:
+    """A model's test-set logits (n, 10) float32 as safetensors: what later stages compare with, never recompute."""
+    write_bytes(path, safetensors_bytes({"logits": values}, {"split": "test", "batch": str(BATCH)}))
+
+
+def read_logits(path: str | Path, n: int) -> torch.Tensor:
+    """The logits write_logits saved, checked to be (n, 10) float32; else an ArtifactError naming the file."""
+    tensors, _ = read_safetensors(path, framework="pt")
+    found = tensors.get("logits")
+    if set(tensors) != {"logits"} or found.dtype != torch.float32 or tuple(found.shape) != (n, N_CLASSES):
+        shapes = {k: (tuple(v.shape), str(v.dtype)) for k, v in tensors.items()}
+        raise ArtifactError(f"{path}: expected one tensor logits ({n}, {N_CLASSES}) float32, found {shapes}")
+    return found
 
 
 def wrong_counts(labels: torch.Tensor, preds: torch.Tensor) -> list[int]:

@@ -17,7 +17,7 @@ from lora_mnist.artifacts import atomic_dir, per_digit, write_json
 from lora_mnist.base.data import load_split, raw_dir, read_idx
 from lora_mnist.base.model import load_model
 from lora_mnist.base.select_target import check_enough, fine_tuning_pool
-from lora_mnist.base.train import predict, wrong_counts
+from lora_mnist.base.train import predict, read_logits, wrong_counts
 from lora_mnist.config import ZooParams
 from lora_mnist.lora.adapter import adapter_bytes, load_adapter, save_adapter, switch_adapter, training_record
 from lora_mnist.lora.finetune import FinetuneSet, train_lora
@@ -82,16 +82,15 @@ def summed(pretrained: str | Path, adapter_dirs: Sequence[str | Path]) -> nn.Mod
     return model
 
 
-def evaluate_zoo(data_root: str | Path, pretrained: str | Path, zoo_dir: Path, digits: Sequence[int],
-                 compose: Sequence[int], device: torch.device) -> ZooEvaluation:
-    """Score the base, each zoo adapter (swapped into one live model), their sum for `compose` and the adapter
-    trained on both `compose` digits (`zoo_dir`/pair). Sizes compare each adapter with a whole-model checkpoint, the
-    pretrained one (a fully fine-tuned model has the very same tensors)."""
+def evaluate_zoo(data_root: str | Path, pretrained: str | Path, base_logits: str | Path, zoo_dir: Path,
+                 digits: Sequence[int], compose: Sequence[int], device: torch.device) -> ZooEvaluation:
+    """Score each zoo adapter (swapped into one live model), their sum for `compose` and the adapter trained on both
+    `compose` digits (`zoo_dir`/pair) against the base (pretrain's logits). Sizes compare each adapter with a
+    whole-model checkpoint, the pretrained one (a fully fine-tuned model has the very same tensors)."""
     images, labels = load_split(data_root, "test")
     pair_dir = zoo_dir / PAIR
     images = images.to(device)
-    base = load_model(pretrained).to(device)
-    preds = {"base": predict(base, images)}
+    preds = {"base": read_logits(base_logits, len(labels)).argmax(dim=1)}
     live = load_model(pretrained)
     for i, digit in enumerate(digits):
         (load_adapter if i == 0 else switch_adapter)(live, Path(zoo_dir) / str(digit))
@@ -131,12 +130,12 @@ def evaluate_zoo(data_root: str | Path, pretrained: str | Path, zoo_dir: Path, d
     return ZooEvaluation(out, wrong, own)
 
 
-def zoo(device_name: str, numerics: str, cfg: ZooParams, select_on: str, data_root: str, pretrained: str, zoo_out: str,
-        metrics_out: str, headline_out: str, numerics_out: str, heatmap_out: str) -> str:
+def zoo(device_name: str, numerics: str, cfg: ZooParams, select_on: str, data_root: str, pretrained: str,
+        base_logits: str, zoo_out: str, metrics_out: str, headline_out: str, numerics_out: str, heatmap_out: str) -> str:
     """The stage: train the zoo, score it, write its metrics, headline and heatmap; returns a summary line."""
     device = configure_torch(device_name, numerics)
     train_zoo(cfg, select_on, data_root, pretrained, zoo_out, device)
-    result = evaluate_zoo(data_root, pretrained, Path(zoo_out), cfg.digits, cfg.compose, device)
+    result = evaluate_zoo(data_root, pretrained, base_logits, Path(zoo_out), cfg.digits, cfg.compose, device)
     plots.write_zoo_heatmap(heatmap_out, result.wrong, result.own)
     write_json(metrics_out, result.metrics)
     write_json(headline_out, headline := metrics.zoo_headline(result.metrics))
