@@ -17,14 +17,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-# name: (numerics mode, OpenBLAS threads, torch threads, routed through numpy's OpenBLAS?)
+# name: (numerics mode, OpenBLAS threads, torch (ATen) threads, products through numpy's OpenBLAS?)
 VARIANTS = {
     "MKL, fast, 2 threads": ("fast", 1, 2, False),
     "MKL, fast, 1 thread": ("fast", 1, 1, False),
-    "MKL COMPATIBLE, 1 thread (portable before)": ("portable", 1, 1, False),
-    "OpenBLAS Haswell, 1 thread (portable now)": ("portable", 1, 1, True),
-    "OpenBLAS Haswell, 2 threads": ("portable", 2, 1, True),
+    "MKL COMPATIBLE, 1 thread (portable before #26)": ("portable", 1, 1, False),
+    "OpenBLAS Haswell, 1 thread; ATen 1 thread": ("portable", 1, 1, True),
+    "OpenBLAS Haswell, 1 thread; ATen 2 threads (portable now)": ("portable", 1, 2, True),
+    "OpenBLAS Haswell, 2 threads; ATen 1 thread": ("portable", 2, 1, True),
 }
+PORTABLE = "OpenBLAS Haswell, 1 thread; ATen 2 threads (portable now)"
 
 CHILD = """
 import hashlib, json, os, sys, time
@@ -33,7 +35,7 @@ from lora_mnist import numerics
 numerics.pin(mode)
 os.environ["OPENBLAS_NUM_THREADS"] = blas_threads  # over pin(): the variant decides
 if not routed:
-    numerics.route_products = lambda: None  # MKL computes the products, as portable did before
+    numerics.route_products = lambda: None  # MKL computes the products, as portable did before #26
 import torch
 from lora_mnist.base.data import load_split
 from lora_mnist.base.model import RichBoyNet
@@ -84,7 +86,7 @@ def main() -> None:
         for name, variant in VARIANTS.items():
             results[name].append(run(variant, args.data, None))
     # The portable route's bits on one core and on two: the thread count, not the machine's cores, decides them.
-    one_core = run(VARIANTS["OpenBLAS Haswell, 1 thread (portable now)"], args.data, "0")["digest"]
+    one_core = run(VARIANTS[PORTABLE], args.data, "0")["digest"]
     print(f"CPU: {cpu_identity()}")
     print(f"| path | one training step (batch 10, Adam) | one pass over 10,000 test images | bits |")
     print("|---|---|---|---|")
@@ -95,7 +97,7 @@ def main() -> None:
         table[name] = {"step_ms": steps, "pass_s": passes, "digests": digests}
         print(f"| {name} | {statistics.median(steps):.1f} ms ({min(steps):.1f}-{max(steps):.1f}) | "
               f"{statistics.median(passes):.2f} s ({min(passes):.2f}-{max(passes):.2f}) | {', '.join(digests)} |")
-    print(f"portable now under taskset -c 0: {one_core}")
+    print(f"{PORTABLE} under taskset -c 0: {one_core}")
     if args.json:
         Path(args.json).write_text(json.dumps({"cpu": cpu_identity(), "variants": table,
                                                "portable_one_core_digest": one_core}, indent=1) + "\n")

@@ -22,24 +22,22 @@ from lora_mnist.cli import ArtifactError, ConfigError
 # different models on different machines. MKL and ATen read these variables at their first CPU op, not at import.
 #   fast:     ATen's AVX2 path and MKL's AVX2 branch (MKL honours it on Intel CPUs only; AMD ones run AUTO), all
 #             cores. The same bits on one machine whatever the thread count; not across CPU vendors.
-#   portable: ATen's AVX2 path on one thread, and every matrix product through numpy's OpenBLAS on its Haswell
-#             kernels, one thread (route_products): the same machine code on every AVX2 CPU, Intel or AMD. One
-#             thread because OpenBLAS's bits depend on its thread count, and it never runs more threads than the
-#             cores it may use: two threads on a one-core machine gave one thread's bits (bench/products.py).
+#   portable: ATen's AVX2 path, and every matrix product through numpy's OpenBLAS on its Haswell kernels
+#             (route_products): the same machine code on every AVX2 CPU, Intel or AMD. OpenBLAS on one thread, as
+#             its bits depend on its thread count and it never runs more threads than the cores it may use (two
+#             threads on one core gave one thread's bits: bench/products.py). ATen's own threads do not decide the
+#             bits (its kernels here are elementwise or row by row), so torch keeps its default count.
 #             MKL, which computes nothing then, stays on its COMPATIBLE branch.
 MODES = ("fast", "portable")
 CPU_NUMERICS = {
     "fast": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2,STRICT"},
     "portable": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE"},
 }
-# Threads: portable fixes torch's (OpenMP's and MKL's) to one, read when torch loads; fast leaves them to torch.
-THREADS = {"fast": {}, "portable": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}}
 # numpy's bundled OpenBLAS picks kernels by CPU and splits work by thread count, and both change the
 # rounding (the spectra's norms differed in the last digits between 1 and 2 threads). Read when numpy loads.
 BLAS_NUMERICS = {"OPENBLAS_NUM_THREADS": "1", "OPENBLAS_CORETYPE": "Haswell"}
 # Every variable pin() may set, in either mode.
-PINNED = tuple(dict.fromkeys([*CPU_NUMERICS["fast"], *CPU_NUMERICS["portable"], *THREADS["portable"],
-                              *BLAS_NUMERICS]))
+PINNED = tuple(dict.fromkeys([*CPU_NUMERICS["fast"], *CPU_NUMERICS["portable"], *BLAS_NUMERICS]))
 
 
 @functools.cache  # read by the pins and the record, once per process
@@ -80,7 +78,7 @@ _MODE: list[str] = []  # the mode pin() set in this process: one per process, as
 def pin(mode: str) -> bool:
     """Set the variables of numerics mode `mode` (fast | portable) for numpy's OpenBLAS and torch's ATen and MKL,
     over whatever the shell had (the param decides, and DVC tracks it); call before numpy or torch computes.
-    False where the CPU lacks AVX2: then only the thread counts are fixed."""
+    False where the CPU lacks AVX2: then only OpenBLAS's thread count is fixed."""
     if mode not in MODES:
         raise ConfigError(f"params: numerics = {mode!r} is invalid: expected one of {', '.join(MODES)}")
     if _MODE and _MODE[0] != mode:
@@ -88,7 +86,6 @@ def pin(mode: str) -> bool:
                            "first mode's code paths")
     _MODE[:] = [mode]
     os.environ["OPENBLAS_NUM_THREADS"] = BLAS_NUMERICS["OPENBLAS_NUM_THREADS"]
-    os.environ.update(THREADS[mode])
     if not has_avx2():
         return False
     os.environ["OPENBLAS_CORETYPE"] = BLAS_NUMERICS["OPENBLAS_CORETYPE"]
@@ -122,9 +119,6 @@ def configure_torch(name: str, mode: str):  # -> torch.device
     pin(mode)
     device = resolve_device(name)
     import torch
-
-    if mode == "portable":  # also where torch loaded before pin() (tests, an interactive session)
-        torch.set_num_threads(int(THREADS[mode]["OMP_NUM_THREADS"]))
 
     # Adam's second moments drift into float32 denormals during pretraining; x86 handles those in
     # microcode, which made steps 4x slower. Flushing them to zero is deterministic and harmless here.
@@ -229,7 +223,12 @@ def machine() -> dict[str, str]:
     """The CPU, where it decides the bits: in fast mode, or where nothing could be pinned. In portable mode on an
     AVX2 CPU the record holds only what decides them, the same on every such machine: so that dvc.lock and
     metrics/numerics.json stay the same too (the stages print the CPU instead)."""
-    return {} if _MODE == ["portable"] and has_avx2() else cpu_identity()
+    return {} if _portable() else cpu_identity()
+
+
+def _portable() -> bool:
+    """Portable mode pinned on an AVX2 CPU: where neither the CPU nor torch's thread count decides the bits."""
+    return _MODE == ["portable"] and has_avx2()
 
 
 def openblas_corename() -> str:
@@ -271,8 +270,10 @@ def record(device, blas: bool = False) -> dict[str, Any]:
         **(blas_record() if blas or routed else _mode_record()),
         "aten_capability": torch.backends.cpu.get_cpu_capability(), "cpu_products": PRODUCTS if routed else "MKL",
         "mkl_cbwr": mkl_branch(), "mkl_cbwr_requested": os.environ.get("MKL_CBWR", "unset"),
-        "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "torch_device": device.type,
+        "torch": torch.__version__, "torch_device": device.type,
     }
+    if not _portable():  # portable: the bits are the same whatever torch's thread count (route_products)
+        out["torch_threads"] = torch.get_num_threads()
     if device.type == "cuda":
         out["device_name"] = torch.cuda.get_device_name(device)
     return out
