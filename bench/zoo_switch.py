@@ -26,7 +26,8 @@ sys.path.insert(0, str(ROOT / "src"))
 from lora_mnist.artifacts import read_safetensors, write_json  # noqa: E402
 from lora_mnist.base.model import load_model, load_state  # noqa: E402
 from lora_mnist.config import load_params  # noqa: E402
-from lora_mnist.lora.adapter import adapter_bytes, load_adapter, switch_adapter  # noqa: E402
+from lora_mnist.lora.adapter import load_adapter, switch_adapter  # noqa: E402
+from lora_mnist.lora.peft_format import adapter_bytes  # noqa: E402
 from lora_mnist.numerics import cpu_identity  # noqa: E402
 
 

@@ -12,17 +12,9 @@ from lora_mnist.artifacts import digest, read_json
 from lora_mnist.base.model import RichBoyNet
 from lora_mnist.cli import ArtifactError
 from lora_mnist.config import LINEAR_NAMES
-from lora_mnist.lora.adapter import (
-    ADAPTER_CONFIG,
-    ADAPTER_WEIGHTS,
-    RECORD,
-    adapter_settings,
-    load_adapter,
-    save_adapter,
-    switch_adapter,
-    training_record,
-)
+from lora_mnist.lora.adapter import load_adapter, save_adapter, switch_adapter, training_record
 from lora_mnist.lora.layer import apply_lora, base_state_dict, freeze_non_lora, lora_layers
+from lora_mnist.lora.peft_format import ADAPTER_CONFIG, ADAPTER_WEIGHTS, RECORD, adapter_settings
 
 KEY = "base_model.model.{}.lora_{}.weight"  # PEFT's key of a LoRA factor
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from lora_mnist.cli import ArtifactError
-from lora_mnist.lora.adapter import peft_key
+from lora_mnist.lora.peft_format import peft_key
 from lora_mnist.report.analyze import (
     TOP_K, effective_rank, full_report, full_spectra, lora_spectra, lora_vs_full, lowrank_singular_values,
     singular_values, spectrum_stats,
@@ -107,8 +107,9 @@ def test_full_report_and_lora_vs_full_put_both_updates_side_by_side(tmp_path):
     from the saved files."""
     from lora_mnist.artifacts import read_safetensors, write_json
     from lora_mnist.base.model import RichBoyNet, save_model
-    from lora_mnist.lora.adapter import adapter_bytes, save_adapter, training_record
+    from lora_mnist.lora.adapter import save_adapter, training_record
     from lora_mnist.lora.layer import apply_lora, lora_layers
+    from lora_mnist.lora.peft_format import adapter_bytes
 
     torch.manual_seed(0)
     base, full = RichBoyNet(16, 8), RichBoyNet(16, 8)

@@ -15,9 +15,9 @@ from lora_mnist.base.model import load_model
 from lora_mnist.base.train import logits, predict, write_logits, wrong_counts
 from lora_mnist.cli import ArtifactError, DataError
 from lora_mnist.config import LINEAR_NAMES, ZooParams
-from lora_mnist.lora.adapter import (RECORD, adapter_bytes, load_adapter, load_settings, peft_key, save_adapter,
-                                     switch_adapter, training_record)
+from lora_mnist.lora.adapter import load_adapter, save_adapter, switch_adapter, training_record
 from lora_mnist.lora.layer import apply_lora, lora_layers, merge
+from lora_mnist.lora.peft_format import RECORD, adapter_bytes, load_settings, peft_key
 from lora_mnist.lora.zoo import PAIR, digits_set, evaluate_zoo, others_accuracy, summed, train_zoo
 from lora_mnist.report.metrics import zoo_headline
 

@@ -17,7 +17,7 @@ import numpy as np
 from lora_mnist.artifacts import (atomic_path, check_shapes, digest, json_field, max_abs_diff, read_safetensors,
                                   tensor_digests, write_json)
 from lora_mnist.cli import ArtifactError
-from lora_mnist.lora.adapter import (ADAPTER_WEIGHTS, LORA_MARK, RECORD, adapter_shapes, load_settings, peft_name)
+from lora_mnist.lora.peft_format import ADAPTER_WEIGHTS, LORA_MARK, RECORD, adapter_shapes, load_settings, peft_name
 
 
 def take_snapshot(model: str | Path, snapshot_out: str | Path, manifest_out: str | Path) -> str:

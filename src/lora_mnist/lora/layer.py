@@ -3,7 +3,7 @@
 Follows the seed (hkproj/pytorch-lora) with its oddities fixed: the seed named `layer.weight.shape` as
 `(features_in, features_out)` although it is `(out, in)`, and reshaped `B @ A` with a no-op `.view`.
 Enabling, disabling and merging are explicit calls, never side effects of `train()`/`eval()`. Arguments are
-trusted: params are validated once, in config.py, and adapter files where adapter.py reads them.
+trusted: params are validated once, in config.py, and adapter files where peft_format.py reads them.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from lora_mnist.base.model import RichBoyNet
-from lora_mnist.lora.adapter import LORA_MARK, lora_scale
+from lora_mnist.lora.peft_format import LORA_MARK, lora_scale
 
 ORIGINAL_SUFFIX = ".parametrizations.weight.original"  # where parametrize keeps the frozen weight
 

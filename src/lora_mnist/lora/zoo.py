@@ -19,9 +19,10 @@ from lora_mnist.base.model import load_model
 from lora_mnist.base.select_target import check_enough, fine_tuning_pool
 from lora_mnist.base.train import predict, read_logits, wrong_counts
 from lora_mnist.config import ZooParams
-from lora_mnist.lora.adapter import adapter_bytes, load_adapter, save_adapter, switch_adapter, training_record
+from lora_mnist.lora.adapter import load_adapter, save_adapter, switch_adapter, training_record
 from lora_mnist.lora.finetune import FinetuneSet, train_lora
 from lora_mnist.lora.layer import merge
+from lora_mnist.lora.peft_format import adapter_bytes
 from lora_mnist.numerics import configure_torch, record
 from lora_mnist.report import metrics, plots
 

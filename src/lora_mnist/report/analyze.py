@@ -10,7 +10,8 @@ import numpy as np
 
 from lora_mnist.artifacts import check_shapes, json_field, read_safetensors
 from lora_mnist.config import LINEAR_NAMES, layer_shapes
-from lora_mnist.lora.adapter import ADAPTER_WEIGHTS, adapter_bytes, adapter_shapes, load_settings, lora_scale, peft_key
+from lora_mnist.lora.peft_format import (ADAPTER_WEIGHTS, adapter_bytes, adapter_shapes, load_settings, lora_scale,
+                                         peft_key)
 
 TOP_K = 64  # singular values kept for the spectrum plot
 
