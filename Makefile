@@ -27,7 +27,7 @@ test: setup
 # On demand, verified: the whole fine-tuned model and the merged one (a plain RichBoyNet) that models/lora stands for.
 # Experiments store only the adapter; these are 11 MB each. Needs `make repro` (or `dvc pull`) first.
 export: setup
-	PYTHONPATH=src $(RUN) python -m lora_mnist.lora.adapter models/pretrained.safetensors models/lora models/snapshot.json exports
+	PYTHONPATH=src $(RUN) python -m lora_mnist.export models/pretrained.safetensors models/lora models/snapshot.json exports
 
 # One new / revisited / queued DVC experiment vs the seed's cells in a warm process (bench/README.md).
 bench-exp: setup

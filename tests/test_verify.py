@@ -25,7 +25,8 @@ from lora_mnist.artifacts import digest, read_json, read_safetensors
 from lora_mnist.base.model import RichBoyNet, load_model
 from lora_mnist.cli import ArtifactError, run_stage
 from lora_mnist.config import LINEAR_NAMES, FinetuneParams, LoraParams
-from lora_mnist.lora.adapter import FINETUNED, MERGED, export, load_adapter, save_adapter, training_record
+from lora_mnist.export import FINETUNED, MERGED, export
+from lora_mnist.lora.adapter import load_adapter, save_adapter, training_record
 from lora_mnist.lora.finetune import FinetuneSet, train_lora, tune
 from lora_mnist.lora.layer import apply_lora, freeze_non_lora, lora_layers
 from lora_mnist.lora.peft_format import ADAPTER_CONFIG, ADAPTER_WEIGHTS, RECORD, peft_key

@@ -1,5 +1,5 @@
 """LoRA adapters in PEFT's on-disk format (adapter_config.json + adapter_model.safetensors), with the record of what
-training left (training.json), and the full models an adapter stands for, built on demand.
+training left (training.json), saved from and loaded into a live model (export.py builds the full models on demand).
 
 A PEFT user can load our adapter with `PeftModel.from_pretrained(base, adapter_dir)`. PEFT's own "gaussian" init
 uses std 1/r (ours, the seed's, uses std 1); that only matters if PEFT re-initialises, never when it loads the
@@ -9,12 +9,11 @@ functions here that build models import torch when called.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lora_mnist.artifacts import (atomic_dir, check_shapes, digest, json_bytes, read_json, read_safetensors,
-                                  safetensors_bytes, write_bytes)
+from lora_mnist.artifacts import (atomic_dir, check_shapes, digest, json_bytes, read_safetensors, safetensors_bytes,
+                                  write_bytes)
 from lora_mnist.cli import ArtifactError
 from lora_mnist.lora.peft_format import (ADAPTER_CONFIG, ADAPTER_WEIGHTS, LORA_MARK, PEFT_PREFIX, RECORD,
                                          adapter_shapes, load_settings, peft_key, peft_name)
@@ -22,9 +21,6 @@ from lora_mnist.lora.peft_format import (ADAPTER_CONFIG, ADAPTER_WEIGHTS, LORA_M
 if TYPE_CHECKING:
     import torch
     from torch import nn
-
-FINETUNED = "finetuned.safetensors"  # on demand (export): the whole fine-tuned model, frozen originals + factors
-MERGED = "merged.safetensors"  # on demand (export): W + scale * B @ A folded in, a plain RichBoyNet
 
 
 def training_record(model: nn.Module, digits: list[int], train_size: int, losses: list[float]) -> dict:
@@ -138,58 +134,3 @@ def switch_adapter(model: nn.Module, adapter_dir: str | Path) -> None:
         raise ArtifactError(f"{adapter_dir}: its layout {sorted(wanted)} differs from the model's adapter "
                             f"{sorted(live)}; load it onto a fresh base with load_adapter")
     _copy_factors(model, settings["targets"], tensors)
-
-
-def export(pretrained: str | Path, adapter_dir: str | Path, manifest: str | Path, out_dir: str | Path,
-           numerics: str) -> list[str]:
-    """Build, verify and write the two full models an adapter stands for: the fine-tuned model (frozen originals and
-    LoRA factors, with the parameters that were trainable) and the merged one (a plain RichBoyNet, no LoRA code
-    needed). Verified: the base tensors equal the snapshot's manifest, the factors what training recorded, and the
-    merged model's logits the LoRA model's; returns the files written."""
-    import torch
-
-    from lora_mnist.base.model import load_model, model_bytes
-    from lora_mnist.lora.layer import base_state_dict, merge
-    from lora_mnist.numerics import configure_torch, generator
-    from lora_mnist.verify import Proof, check_adapter, read_manifest
-
-    configure_torch("cpu", numerics)  # the merge's sums round as the `numerics` mode's kernels do
-    adapter_dir, out_dir = Path(adapter_dir), Path(out_dir)
-    model = load_model(pretrained)
-    load_adapter(model, adapter_dir)
-    manifest, record = read_manifest(manifest), read_json(adapter_dir / RECORD)
-    proof, layers = Proof(), {n: (m.in_features, m.out_features) for n, m in model.named_children() if n != "relu"}
-    failures = [f for found in check_adapter(proof, adapter_dir, record.get("digits"), manifest, layers).values()
-                for f in found]
-    base = {k: digest(v.detach().numpy()) for k, v in base_state_dict(model).items()}
-    failures += proof.same_digests(pretrained, base, manifest, "the snapshot")
-    merged = merge(model)
-    probe = torch.randn(256, 784, generator=generator(0))
-    with torch.inference_mode():
-        if not torch.equal(merged.eval()(probe), model.eval()(probe)):
-            failures.append(f"{MERGED}: its logits differ from the LoRA model's")
-    if failures:
-        raise ArtifactError("export refused:\n  " + "\n  ".join(failures))
-    trainable = json.dumps(record["trainable"])
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_bytes(out_dir / FINETUNED, safetensors_bytes(model.state_dict(), {"trainable": trainable}))
-    write_bytes(out_dir / MERGED, model_bytes(merged))
-    return [str(out_dir / FINETUNED), str(out_dir / MERGED)]
-
-
-def _main() -> None:
-    """`python -m lora_mnist.lora.adapter PRETRAINED ADAPTER_DIR MANIFEST OUT_DIR` (make export): the full models,
-    computed in params.yaml's numerics mode."""
-    from lora_mnist.cli import parse_paths
-    from lora_mnist.config import load_params
-
-    args = parse_paths(export.__doc__, "pretrained", "adapter_dir", "manifest", "out_dir")
-    mode = load_params().numerics
-    for path in export(args.pretrained, args.adapter_dir, args.manifest, args.out_dir, mode):
-        print(f"export: {path}")
-
-
-if __name__ == "__main__":
-    from lora_mnist.cli import run_stage
-
-    run_stage(_main)
