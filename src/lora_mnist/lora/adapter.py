@@ -3,32 +3,29 @@ training left (training.json), saved from and loaded into a live model (export.p
 
 A PEFT user can load our adapter with `PeftModel.from_pretrained(base, adapter_dir)`. PEFT's own "gaussian" init
 uses std 1/r (ours, the seed's, uses std 1); that only matters if PEFT re-initialises, never when it loads the
-saved tensors. Reading an adapter's config and tensor names is torch-free, in peft_format.py (verify uses it); the
-functions here that build models import torch when called.
+saved tensors. Reading an adapter's files without a model is torch-free, in peft_format.py (verify uses it).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
 
 from lora_mnist.artifacts import (atomic_dir, check_shapes, digest, json_bytes, read_safetensors, safetensors_bytes,
                                   write_bytes)
 from lora_mnist.cli import ArtifactError
+from lora_mnist.lora.layer import apply_lora, base_state_dict, lora_layers, trainable_parameter_names
 from lora_mnist.lora.peft_format import (ADAPTER_CONFIG, ADAPTER_WEIGHTS, LORA_MARK, PEFT_PREFIX, RECORD,
                                          adapter_shapes, load_settings, peft_key, peft_name)
-
-if TYPE_CHECKING:
-    import torch
-    from torch import nn
 
 
 def training_record(model: nn.Module, digits: list[int], train_size: int, losses: list[float]) -> dict:
     """What training left in memory, as sha256 digests: the frozen base tensors (plain names, to compare with the
     snapshot's manifest), the LoRA factors (PEFT names, to compare with the saved adapter) and which parameters
     were trainable."""
-    from lora_mnist.lora.layer import base_state_dict, trainable_parameter_names
-
     state = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
     return {
         "digits": digits, "train_size": train_size, "loss": {"first": losses[0], "last": losses[-1]},
@@ -41,8 +38,6 @@ def training_record(model: nn.Module, digits: list[int], train_size: int, losses
 def save_adapter(model: nn.Module, out_dir: str | Path, record: dict) -> None:
     """Write the model's LoRA adapter and its training record to `out_dir` in one atomic step, byte-identical for
     identical tensors."""
-    from lora_mnist.lora.layer import lora_layers
-
     layers = lora_layers(model)
     assert layers, "save_adapter: the model carries no LoRA layers"
     first = next(iter(layers.values()))  # one setting for all layers: apply_lora gives them one
@@ -74,9 +69,6 @@ def save_adapter(model: nn.Module, out_dir: str | Path, record: dict) -> None:
 def read_adapter(model: nn.Module, adapter_dir: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
     """The adapter's settings and tensors (safetensors, no pickle), checked against `model`'s Linear layers:
     exactly PEFT's A (r, in) and B (out, r) per target module, in the dtype of the weight they add to."""
-    from torch import nn
-    from torch.nn.utils import parametrize
-
     adapter_dir = Path(adapter_dir)
     settings = load_settings(adapter_dir)
     weights_path = adapter_dir / ADAPTER_WEIGHTS
@@ -96,10 +88,6 @@ def read_adapter(model: nn.Module, adapter_dir: str | Path) -> tuple[dict, dict[
 
 
 def _copy_factors(model: nn.Module, targets: list[str], tensors: dict[str, torch.Tensor]) -> None:
-    import torch
-
-    from lora_mnist.lora.layer import lora_layers
-
     layers = lora_layers(model)
     with torch.no_grad():
         for name in targets:
@@ -110,10 +98,6 @@ def _copy_factors(model: nn.Module, targets: list[str], tensors: dict[str, torch
 def load_adapter(model: nn.Module, adapter_dir: str | Path) -> None:
     """Apply LoRA to `model` as the adapter's config says and load its tensors. Everything is checked before the
     model is touched, so a bad adapter leaves `model` unchanged."""
-    import torch
-
-    from lora_mnist.lora.layer import apply_lora, lora_layers
-
     settings, tensors = read_adapter(model, adapter_dir)
     if lora_layers(model):
         raise ArtifactError(f"{adapter_dir}: the model already carries an adapter: switch_adapter replaces it")
@@ -125,8 +109,6 @@ def load_adapter(model: nn.Module, adapter_dir: str | Path) -> None:
 def switch_adapter(model: nn.Module, adapter_dir: str | Path) -> None:
     """Swap the LoRA factors of a model that already carries an adapter for those of another with the same
     layout (targets, rank, alpha, scaling): the frozen base is neither reloaded nor touched."""
-    from lora_mnist.lora.layer import lora_layers
-
     settings, tensors = read_adapter(model, adapter_dir)
     live = {(name, lora.rank, lora.alpha, lora.scaling) for name, lora in lora_layers(model).items()}
     wanted = {(name, settings["rank"], settings["alpha"], settings["scaling"]) for name in settings["targets"]}
