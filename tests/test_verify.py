@@ -229,7 +229,8 @@ def test_the_stage_writes_what_failed_and_exits_with_one_line(art, tmp_path, cap
 def numerics_sandbox(monkeypatch):
     """export() sets torch up as the stages do (numerics.configure_torch): keep its environment variables and
     flush-denormal mode from leaking into other tests, and do not assume which ATen code path this process's first
-    CPU op chose (configure_torch refuses to pin AVX2 after another path was fixed)."""
+    CPU op chose (configure_torch refuses to pin AVX2 after another path was fixed); and undo portable mode's product
+    route, which would otherwise stay for every later test in this process."""
     from lora_mnist import numerics
 
     monkeypatch.setattr(numerics, "_MODE", [])  # this process's mode, whatever an earlier test pinned
@@ -242,7 +243,10 @@ def numerics_sandbox(monkeypatch):
     if "ATEN_CPU_CAPABILITY" not in os.environ:  # the code path in force, whatever the CPU
         monkeypatch.setenv("ATEN_CPU_CAPABILITY", torch.backends.cpu.get_cpu_capability().lower())
     flushing = bool((torch.tensor([1e-39], dtype=torch.float32) * 1.5)[0] == 0)
+    routed = bool(numerics._ROUTE)
     yield
+    if not routed and numerics._ROUTE:
+        numerics._ROUTE.pop()._destroy()  # torch.library's own way to drop a registration
     torch.set_flush_denormal(flushing)
     torch.set_num_threads(threads)
 

@@ -5,17 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-
-from lora_mnist.artifacts import digest, read_json, safetensors_bytes, write_bytes
-from lora_mnist.base.model import load_model, model_bytes
 from lora_mnist.cli import ArtifactError, parse_paths, run_stage
 from lora_mnist.config import load_params
-from lora_mnist.lora.adapter import load_adapter
-from lora_mnist.lora.layer import base_state_dict, merge
-from lora_mnist.lora.peft_format import RECORD
-from lora_mnist.numerics import configure_torch, generator
-from lora_mnist.verify import Proof, check_adapter, read_manifest
+from lora_mnist.numerics import configure_torch
+
+# numpy and torch load inside export(), after configure_torch() pinned the numerics mode: OpenBLAS reads its kernel
+# set and thread count when numpy loads, and portable mode computes the merge's products there.
 
 FINETUNED = "finetuned.safetensors"  # on demand (export): the whole fine-tuned model, frozen originals + factors
 MERGED = "merged.safetensors"  # on demand (export): W + scale * B @ A folded in, a plain RichBoyNet
@@ -28,6 +23,16 @@ def export(pretrained: str | Path, adapter_dir: str | Path, manifest: str | Path
     needed). Verified: the base tensors equal the snapshot's manifest, the factors what training recorded, and the
     merged model's logits the LoRA model's; returns the files written."""
     configure_torch("cpu", numerics)  # the merge's sums round as the `numerics` mode's kernels do
+    import torch
+
+    from lora_mnist.artifacts import digest, read_json, safetensors_bytes, write_bytes
+    from lora_mnist.base.model import load_model, model_bytes
+    from lora_mnist.lora.adapter import load_adapter
+    from lora_mnist.lora.layer import base_state_dict, merge
+    from lora_mnist.lora.peft_format import RECORD
+    from lora_mnist.numerics import generator
+    from lora_mnist.verify import Proof, check_adapter, read_manifest
+
     adapter_dir, out_dir = Path(adapter_dir), Path(out_dir)
     model = load_model(pretrained)
     load_adapter(model, adapter_dir)
