@@ -68,22 +68,9 @@ def _reach(name: str) -> set[str]:
     return seen
 
 
-def _runs_on_import(nodes: list[ast.stmt]) -> list[ast.AST]:
-    """The statements among `nodes` that run when the module is imported: not function bodies, nor what sits under
-    `if TYPE_CHECKING:`."""
-    found = []
-    for node in nodes:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) or (
-                isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING"):
-            continue
-        found.append(node)
-        found += _runs_on_import([c for c in ast.iter_child_nodes(node) if isinstance(c, ast.stmt)])
-    return found
-
-
 def _imports_torch(name: str) -> bool:
-    """The module loads torch when imported."""
-    nodes = _runs_on_import(ast.parse(MODULES[name].read_text()).body)
+    """The module loads torch, when imported or from inside one of its functions."""
+    nodes = list(ast.walk(ast.parse(MODULES[name].read_text())))
     names = [a.name for n in nodes if isinstance(n, ast.Import) for a in n.names]
     names += [n.module or "" for n in nodes if isinstance(n, ast.ImportFrom)]
     return any(m.split(".")[0] == "torch" for m in names)
