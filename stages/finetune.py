@@ -5,9 +5,9 @@ from lora_mnist.cli import parse_paths, run_stage
 
 
 def main() -> None:
-    args = parse_paths(__doc__, "data_root", "pretrained", "base_logits", "indices", "selection", "full_analysis", "lora_out",
-                       "metrics_out", "evaluation_out", "headline_out", "analysis_out", "numerics_out", "loss_out",
-                       "wrong_out", "confusion_base_out", "confusion_lora_out")
+    args = parse_paths(__doc__, "data_root", "pretrained", "base_logits", "indices", "selection", "full_analysis",
+                       "lora_out", "metrics_out", "evaluation_out", "headline_out", "analysis_out", "numerics_out",
+                       "loss_out", "wrong_out", "confusion_base_out", "confusion_lora_out")
     from lora_mnist.config import load_params
 
     params = load_params()

@@ -5,8 +5,8 @@ from lora_mnist.cli import parse_paths, run_stage
 
 
 def main() -> None:
-    args = parse_paths(__doc__, "data_root", "pretrained", "base_logits", "zoo_out", "metrics_out", "headline_out", "numerics_out",
-                       "heatmap_out")
+    args = parse_paths(__doc__, "data_root", "pretrained", "base_logits", "zoo_out", "metrics_out", "headline_out",
+                       "numerics_out", "heatmap_out")
     from lora_mnist.config import load_params
 
     params = load_params()

@@ -58,7 +58,8 @@ def train_base(data_root: str | Path, model_cfg: ModelParams, cfg: PretrainParam
 
 
 def pretrain(device_name: str, numerics: str, model_cfg: ModelParams, cfg: PretrainParams, select_on: str,
-             data_root: str, model_out: str, logits_out: str, metrics_out: str, numerics_out: str, loss_out: str) -> str:
+             data_root: str, model_out: str, logits_out: str, metrics_out: str, numerics_out: str,
+             loss_out: str) -> str:
     """The stage: train, then write the model, its test-set logits, its metrics, the loss curve and the numerics
     record; returns a summary line."""
     device = configure_torch(device_name, numerics)

@@ -93,9 +93,9 @@ def score_lora(model: nn.Module, base_logits: str | Path, images: torch.Tensor, 
 
 
 def finetune(device_name: str, numerics: str, cfg: FinetuneParams, lora: LoraParams, data_root: str,
-             pretrained: str, base_logits: str, indices: str, selection: str, full_analysis: str, lora_out: str, metrics_out: str,
-             evaluation_out: str, headline_out: str, analysis_out: str, numerics_out: str, loss_out: str,
-             wrong_out: str, confusion_base_out: str, confusion_lora_out: str) -> str:
+             pretrained: str, base_logits: str, indices: str, selection: str, full_analysis: str, lora_out: str,
+             metrics_out: str, evaluation_out: str, headline_out: str, analysis_out: str, numerics_out: str,
+             loss_out: str, wrong_out: str, confusion_base_out: str, confusion_lora_out: str) -> str:
     """The stage: train the LoRA adapter, save it with its training record, score it against the base model (LoRA
     off must be the base), analyse its update beside full fine-tuning's; returns a summary line."""
     device = configure_torch(device_name, numerics)

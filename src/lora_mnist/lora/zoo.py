@@ -132,7 +132,8 @@ def evaluate_zoo(data_root: str | Path, pretrained: str | Path, base_logits: str
 
 
 def zoo(device_name: str, numerics: str, cfg: ZooParams, select_on: str, data_root: str, pretrained: str,
-        base_logits: str, zoo_out: str, metrics_out: str, headline_out: str, numerics_out: str, heatmap_out: str) -> str:
+        base_logits: str, zoo_out: str, metrics_out: str, headline_out: str, numerics_out: str,
+        heatmap_out: str) -> str:
     """The stage: train the zoo, score it, write its metrics, headline and heatmap; returns a summary line."""
     device = configure_torch(device_name, numerics)
     train_zoo(cfg, select_on, data_root, pretrained, zoo_out, device)
