@@ -15,7 +15,7 @@ from lora_mnist.artifacts import read_safetensors, safetensors_bytes, write_byte
 from lora_mnist.cli import ArtifactError
 from lora_mnist.config import N_CLASSES
 
-BATCH = 1000  # images per forward pass when scoring: the first batch is what finetune checks against (check_batch)
+BATCH = 1000  # images per forward pass when scoring; finetune checks LoRA-off against the first batch (score_lora)
 
 
 class Adam:
