@@ -1,4 +1,5 @@
-"""Fixtures shared by the end-to-end modules: one synthetic project, built once per test session."""
+"""Fixtures shared by the end-to-end modules: the synthetic project built once per test session, and the local
+sweep run once on it; whichever xdist worker needs one first makes it, the others wait and share it."""
 
 from __future__ import annotations
 
@@ -11,28 +12,69 @@ pin("portable")  # the tests' own process computes as the default pipeline does;
 import fcntl  # noqa: E402
 import json  # noqa: E402
 import shutil  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
-from e2e import Repo, make_repo, repo_env  # noqa: E402
+from e2e import BIN, Repo, copy_of, make_repo, repo_env  # noqa: E402
+
+# The local sweep's grid: one pretrained model (the built one), fine-tuning seeds 0 (the built project's: its full
+# fine-tuning is restored from the run cache) and 1 (trains both), rank 2: one LoRA and one full row over two seeds.
+GRID = ("--pretrain-seeds", "0", "--finetune-seeds", "0,1", "--ranks", "2", "--replays", "0.0", "--no-anchors")
+
+
+def _once(tmp_path_factory: pytest.TempPathFactory, worker_id: str, name: str,
+          make: Callable[[Path], subprocess.CompletedProcess]) -> tuple[Path, subprocess.CompletedProcess]:
+    """`make(folder)` run once per test run, under a lock, in a folder every worker sees; the folder and what the
+    command printed. A failed try leaves no record: the next worker to need it starts again from scratch."""
+    shared = tmp_path_factory.getbasetemp()
+    shared = shared.parent if worker_id != "master" else shared  # the run's directory, above each worker's own
+    base, record = shared / name, shared / name / "done.json"
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if `make` fails
+        if not record.is_file():
+            shutil.rmtree(base, ignore_errors=True)
+            base.mkdir()
+            proc = make(base)
+            record.write_text(json.dumps({"args": proc.args, "returncode": proc.returncode, "stdout": proc.stdout,
+                                          "stderr": proc.stderr}))
+    return base, subprocess.CompletedProcess(**json.loads(record.read_text()))
 
 
 @pytest.fixture(scope="session")
 def built(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> tuple[Repo, subprocess.CompletedProcess]:
-    """The synthetic project after a full `dvc repro`, results committed; and what that repro printed. Built once
-    per test run: the first xdist worker to need it builds it under a lock, the others wait and share it (tests read
-    it, and copy it to change anything: e2e.copy_of)."""
-    shared = tmp_path_factory.getbasetemp()
-    shared = shared.parent if worker_id != "master" else shared  # the run's directory, above each worker's own
-    base, record = shared / "e2e-built", shared / "e2e-built" / "repro.json"
-    with open(shared / "e2e-built.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if the build fails
-        if not record.is_file():  # first, or after another worker's failed try: from scratch
-            shutil.rmtree(base, ignore_errors=True)
-            base.mkdir()
-            repo = make_repo(base)
-            proc = repo.dvc("repro")
-            repo.commit("results")
-            record.write_text(json.dumps({"args": proc.args, "returncode": proc.returncode, "stdout": proc.stdout,
-                                          "stderr": proc.stderr}))
-    done = json.loads(record.read_text())
-    return Repo(base / "project", repo_env(base)), subprocess.CompletedProcess(**done)
+    """The synthetic project after a full `dvc repro`, results committed; and what that repro printed. Tests read
+    it, and copy it to change anything (e2e.copy_of)."""
+    def make(base: Path) -> subprocess.CompletedProcess:
+        repo = make_repo(base)
+        proc = repo.dvc("repro")
+        repo.commit("results")
+        return proc
+
+    base, proc = _once(tmp_path_factory, worker_id, "e2e-built", make)
+    return Repo(base / "project", repo_env(base)), proc
+
+
+@pytest.fixture(scope="session")
+def swept(built: tuple[Repo, subprocess.CompletedProcess], tmp_path_factory: pytest.TempPathFactory,
+          worker_id: str) -> Repo:
+    """A copy of the built project after `experiments/sweep.py` ran GRID through DVC's queue on two workers."""
+    def make(base: Path) -> subprocess.CompletedProcess:
+        return copy_of(built, base / "project").run(str(BIN / "python"), "experiments/sweep.py", *GRID, "--jobs", "2")
+
+    base, _ = _once(tmp_path_factory, worker_id, "e2e-swept", make)
+    return Repo(base / "project", built[0].env)
+
+
+# Heaviest first, so that neither xdist worker is left with a long module while the other idles (pyproject.toml
+# turns off xdist's own order, by test count): the built project's module on one worker while the other runs the
+# torch subprocess tests, then the two sweeps (one worker takes both: the Dask one compares with the local one),
+# then the rest in file order.
+FIRST = ("test_pipeline_e2e.py", "test_determinism.py", "test_sweep_e2e.py", "test_sweep_dask_e2e.py",
+         "test_zoo_e2e.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Order the modules as FIRST says; sorted() is stable, so tests keep their order within a module."""
+    rank = {name: i for i, name in enumerate(FIRST)}
+    items[:] = sorted(items, key=lambda item: rank.get(item.path.name, len(FIRST)))

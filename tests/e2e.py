@@ -104,3 +104,14 @@ def copy_of(built: tuple[Repo, subprocess.CompletedProcess], dest: Path) -> Repo
     """A private copy of a built project (git history, DVC cache and run cache included)."""
     shutil.copytree(built[0].path, dest, symlinks=True)
     return Repo(dest, built[0].env)
+
+
+def experiment_locks(repo: Repo) -> dict[tuple[int, int], str]:
+    """The dvc.lock of each experiment in the repo (its params, dependencies and every output's hash), by
+    (fine-tuning seed, LoRA rank)."""
+    refs = repo.run("git", "for-each-ref", "--format=%(refname)", "refs/exps").stdout.split()
+    locks = {}
+    for ref in refs:
+        params = yaml.safe_load(repo.run("git", "show", f"{ref}:params.yaml").stdout)
+        locks[params["finetune"]["seed"], params["lora"]["rank"]] = repo.run("git", "show", f"{ref}:dvc.lock").stdout
+    return locks

@@ -20,14 +20,16 @@ PINNED = numerics.PINNED  # every variable pin() may set, in either mode
 # an Intel Xeon (issue 20) and AMD EPYCs (Zen 3, Zen 4; MKL honours the AVX2 branch on Intel CPUs only).
 SEEN_MKL_BRANCH = {"GenuineIntel": "AVX2", "AuthenticAMD": "AUTO"}
 
+# Fast-mode training at a given thread count; its last line is the record of how the process computed.
 TRAIN = """
 from lora_mnist.numerics import pin
 pin("fast")  # as the stages do: before numpy or torch loads
-import hashlib, sys, torch
+import hashlib, json, sys, torch
 from lora_mnist.base.model import RichBoyNet
 from lora_mnist.base.train import train
-from lora_mnist.numerics import configure_torch, generator
-configure_torch("cpu", "fast")
+from lora_mnist.numerics import configure_torch, generator, record
+device = configure_torch("cpu", "fast")
+assert device == torch.device("cpu"), device
 torch.set_num_threads(int(sys.argv[1]))
 g = generator(0)
 torch.manual_seed(0)
@@ -38,20 +40,29 @@ with torch.inference_mode():
     logits = model(images)
 h = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in model.parameters()) + logits.numpy().tobytes())
 print(torch.backends.cpu.get_cpu_capability(), h.hexdigest(), repr(losses[-1]))
+print(json.dumps(record(device, blas=True)))
 """
 
 
-def _run(threads: int) -> str:
-    env = {k: v for k, v in os.environ.items() if k not in PINNED}
-    return subprocess.run([sys.executable, "-c", TRAIN, str(threads)], env=env, check=True,
-                          capture_output=True, text=True, timeout=300).stdout
+def _python(script: str, *args: str, prefix: tuple[str, ...] = (), **env: str) -> list[str]:
+    """The lines a fresh interpreter printed running `script`, started without the pins of this process."""
+    clean = {k: v for k, v in os.environ.items() if k not in PINNED}
+    return subprocess.run([*prefix, sys.executable, "-c", script, *args], env={**clean, **env}, check=True,
+                          capture_output=True, text=True, timeout=300).stdout.strip().splitlines()
+
+
+@pytest.fixture(scope="module")
+def fast() -> dict[int, tuple[str, dict]]:
+    """TRAIN at 1 and 2 threads, one process each: what it printed first, and its record."""
+    return {threads: (out[0], json.loads(out[-1])) for threads in (1, 2) for out in [_python(TRAIN, str(threads))]}
 
 
 @needs_avx2
-def test_fast_training_is_bit_identical_for_any_thread_count():
-    runs = {threads: _run(threads) for threads in (1, 2)}  # unpinned, 2 threads once differed from 1 and 3
-    assert runs[1].startswith("AVX2 ")
-    assert runs[1] == runs[2]
+def test_fast_training_is_bit_identical_for_any_thread_count(fast):
+    (one, record_1), (two, record_2) = fast[1], fast[2]  # unpinned, 2 threads once differed from 1 and 3
+    assert one.startswith("AVX2 ")
+    assert one == two
+    assert record_1["torch_threads"] == 1 and record_2["torch_threads"] == 2
 
 
 def _unset(monkeypatch, keys) -> None:
@@ -102,29 +113,9 @@ def test_generator_is_seeded_and_leaves_the_global_one_alone():
     assert torch.equal(torch.rand(3), expected_global)
 
 
-RECORD = """
-import sys
-from lora_mnist.numerics import pin
-pin(sys.argv[1])  # as the stages do: before numpy or torch loads
-import json, torch
-from lora_mnist.numerics import configure_torch, record
-device = configure_torch("cpu", sys.argv[1])
-assert device == torch.device("cpu"), device
-torch.ones(8, 8) @ torch.ones(8, 8)
-print(json.dumps(record(device, blas=True)))
-"""
-
-
-def _record(mode: str, **env: str) -> dict:
-    clean = {k: v for k, v in os.environ.items() if k not in PINNED}
-    out = subprocess.run([sys.executable, "-c", RECORD, mode], env={**clean, **env}, check=True, capture_output=True,
-                         text=True, timeout=120)
-    return json.loads(out.stdout)
-
-
 @needs_avx2
-def test_the_numerics_record_says_how_the_process_computed():
-    record = _record("fast")
+def test_the_numerics_record_says_how_the_process_computed(fast):
+    record = fast[1][1]  # after training on one thread
     assert record["numerics"] == "fast"
     assert record["aten_capability"] == "AVX2" and record["cpu_isa"] in ("avx2", "avx512")
     assert record["mkl_cbwr_requested"] == numerics.CPU_NUMERICS["fast"]["MKL_CBWR"]  # what pin() asked MKL for
@@ -135,7 +126,7 @@ def test_the_numerics_record_says_how_the_process_computed():
         assert record["mkl_cbwr"] == SEEN_MKL_BRANCH[vendor]
     else:
         assert isinstance(record["mkl_cbwr"], str) and record["mkl_cbwr"]
-    assert isinstance(record["torch_threads"], int) and record["torch_threads"] >= 1
+    assert record["torch_threads"] == 1  # what the process set
     assert record["torch"] == torch.__version__ and record["numpy"] == np.__version__
     assert record["cpu"] and record["torch_device"] == "cpu"
     # numpy's BLAS as pinned for the stages that use it (blas=True)
@@ -144,11 +135,10 @@ def test_the_numerics_record_says_how_the_process_computed():
 
 
 @needs_avx2
-def test_portable_mode_takes_effect_whatever_the_shell_says():
+def test_portable_mode_takes_effect_whatever_the_shell_says(portable):
     """numerics: portable is numpy's OpenBLAS on its Haswell kernels for every product, one thread, ATen's AVX2
     path (MKL, idle, on its COMPATIBLE branch); the param decides, not variables left in the user's shell."""
-    record = _record("portable", MKL_CBWR="AVX512", OMP_NUM_THREADS="2", MKL_NUM_THREADS="2",
-                     OPENBLAS_NUM_THREADS="2", ATEN_CPU_CAPABILITY="default")
+    record = portable["record"]
     assert record["numerics"] == "portable"
     assert not {"cpu", "cpu_vendor", "cpu_family_model", "cpu_isa"} & set(record)  # the same on every such CPU
     assert record["mkl_cbwr"] == "COMPATIBLE" and record["mkl_cbwr_requested"] == "COMPATIBLE"
@@ -160,7 +150,8 @@ def test_portable_mode_takes_effect_whatever_the_shell_says():
 
 # Every product a portable stage computes: LoRA trained both ways (parametrize, lowrank), full fine-tuning, a
 # scoring pass and a merge, on RichBoyNet with small hidden sizes. A TorchDispatchMode sees each aten op the CPU
-# runs, forward and backward; every product op among them must be one the route took, counted by it.
+# runs, forward and backward; every product op among them must be one the route took, counted by it. Run in a shell
+# that asks for other numerics (HOSTILE), it also prints the process's record.
 ROUTE = """
 from lora_mnist.numerics import pin
 pin("portable")
@@ -196,15 +187,23 @@ try:
     refused = ""
 except RuntimeError as exc:
     refused = str(exc)
-print(json.dumps({"seen": seen, "routed": numerics.product_calls, "refused": refused}))
+print(json.dumps({"seen": seen, "routed": numerics.product_calls, "refused": refused,
+                  "record": numerics.record(device, blas=True)}))
 """
+HOSTILE = {"MKL_CBWR": "AVX512", "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2", "OPENBLAS_NUM_THREADS": "2",
+           "ATEN_CPU_CAPABILITY": "default"}
 PRODUCT_OPS = {"mm", "addmm", "bmm", "baddbmm", "addbmm", "mv", "addmv", "dot", "vdot", "addr", "matmul", "linear",
                "_addmm_activation", "einsum", "tensordot", "_mkldnn_reshape", "mkldnn_linear"}
 
 
-def test_portable_sends_every_product_through_openblas_and_refuses_the_other_routes():
-    out = subprocess.run([sys.executable, "-c", ROUTE], check=True, capture_output=True, text=True, timeout=300)
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+@pytest.fixture(scope="module")
+def portable() -> dict:
+    """ROUTE's result, run once for the portable-mode tests."""
+    return json.loads(_python(ROUTE, **HOSTILE)[-1])
+
+
+def test_portable_sends_every_product_through_openblas_and_refuses_the_other_routes(portable):
+    result = portable
     products = {op: n for op, n in result["seen"].items() if op in PRODUCT_OPS or "mm" in op or "mkldnn" in op}
     # In inference mode the dispatch mode sees Linear and matmul themselves (each runs one addmm or mm below it).
     assert set(products) <= {"mm", "addmm", "linear", "matmul"}, products
@@ -240,13 +239,8 @@ print(hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in model.parame
                     reason="needs taskset and two cores to choose from")
 def test_portable_bits_are_the_same_on_one_core_and_on_two():
     cores = sorted(os.sched_getaffinity(0))[:2]
-    env = {k: v for k, v in os.environ.items() if k not in PINNED}
-    digests = {}
-    for cpus in (str(cores[0]), f"{cores[0]},{cores[1]}"):
-        out = subprocess.run(["taskset", "-c", cpus, sys.executable, "-c", CORES], env=env, check=True,
-                             capture_output=True, text=True, timeout=300)
-        digests[cpus] = out.stdout.strip()
-    assert len(set(digests.values())) == 1, digests
+    digests = {cpus: _python(CORES, prefix=("taskset", "-c", cpus)) for cpus in (str(cores[0]), f"{cores[0]},{cores[1]}")}
+    assert len(set(map(tuple, digests.values()))) == 1, digests
 
 
 def test_numerics_merge_keeps_one_value_where_stages_agree_and_names_them_where_not():
