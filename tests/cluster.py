@@ -108,8 +108,8 @@ class Cluster:
         self.clones[name] = clone
         return clone
 
-    def worker_running_a_stage(self) -> str | None:
-        """The worker whose clone runs a pipeline stage now (a process with its cwd there running stages/), if any."""
+    def worker_running(self, marker: bytes) -> str | None:
+        """The worker whose clone runs a process whose command line holds `marker` now (its cwd there), if any."""
         clones = {str(path.resolve()): name for name, path in self.clones.items() if name in self.procs.procs}
         for pid in filter(str.isdigit, os.listdir("/proc")):
             try:
@@ -117,7 +117,7 @@ class Cluster:
                 cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
             except OSError:
                 continue
-            if b"stages/" in cmdline:
+            if marker in cmdline:
                 for clone, name in clones.items():
                     if cwd == clone or cwd.startswith(clone + "/"):
                         return name

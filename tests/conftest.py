@@ -60,7 +60,16 @@ def swept(built: tuple[Repo, subprocess.CompletedProcess], tmp_path_factory: pyt
           worker_id: str) -> Repo:
     """A copy of the built project after `experiments/sweep.py` ran GRID through DVC's queue on two workers."""
     def make(base: Path) -> subprocess.CompletedProcess:
-        return copy_of(built, base / "project").run(str(BIN / "python"), "experiments/sweep.py", *GRID, "--jobs", "2")
+        repo = copy_of(built, base / "project")
+        # Its output to a file, not a pipe: DVC's queue workers are daemons that inherit it and outlive the sweep by
+        # seconds, and a pipe is only read to its end once they have gone too.
+        with open(base / "sweep.log", "w") as log:
+            proc = subprocess.run([str(BIN / "python"), "experiments/sweep.py", *GRID, "--jobs", "2"], cwd=repo.path,
+                                  env=repo.env, stdout=log, stderr=subprocess.STDOUT, timeout=300)
+        out = (base / "sweep.log").read_text()
+        if proc.returncode != 0:
+            pytest.fail(f"experiments/sweep.py exited {proc.returncode}\n{out}")
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, "")
 
     base, _ = _once(tmp_path_factory, worker_id, "e2e-swept", make)
     return Repo(base / "project", built[0].env)
