@@ -77,8 +77,8 @@ def swept(built: tuple[Repo, subprocess.CompletedProcess], tmp_path_factory: pyt
 
 # Heaviest first, so that neither xdist worker is left with a long module while the other idles (pyproject.toml
 # turns off xdist's own order, by test count): the built project's module on one worker while the other runs the
-# torch subprocess tests, then the two sweeps (one worker takes both: the Dask one compares with the local one),
-# then the rest in file order.
+# torch subprocess tests (which need no built project), then the two sweeps (the Dask one reads the local one's
+# result: whichever worker asks first makes it), then the rest in file order, to whichever worker is free.
 FIRST = ("test_pipeline_e2e.py", "test_determinism.py", "test_sweep_e2e.py", "test_sweep_dask_e2e.py",
          "test_zoo_e2e.py")
 

@@ -1,5 +1,5 @@
 """The distributed sweep's pieces that need no cluster: names, the task graph, the task's refusal outside a clone
-(the whole flow on real processes: test_sweep_e2e.py)."""
+(the whole flow on real processes: test_sweep_dask_e2e.py)."""
 
 from __future__ import annotations
 
@@ -62,7 +62,8 @@ def test_a_sweep_left_without_workers_gives_up_with_one_clear_error():
 
     from lora_mnist.sweep.cluster import _as_completed_while_workers
 
-    with LocalCluster(n_workers=0, processes=False, dashboard_address=None) as cluster, Client(cluster) as client:
+    # dashboard_address=None still serves one, on 8787 if free: ":0" takes any free port, wherever the suite runs
+    with LocalCluster(n_workers=0, processes=False, dashboard_address=":0") as cluster, Client(cluster) as client:
         pending = {client.submit(sum, [1, 2], pure=False)}  # no worker will ever take it
         with pytest.raises(SweepError, match=r"no worker for 1 s and 1 experiments left: start workers"):
             list(_as_completed_while_workers(client, pending, "tcp://test", grace_s=1, poll_s=0.2))

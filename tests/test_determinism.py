@@ -239,7 +239,8 @@ print(hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in model.parame
                     reason="needs taskset and two cores to choose from")
 def test_portable_bits_are_the_same_on_one_core_and_on_two():
     cores = sorted(os.sched_getaffinity(0))[:2]
-    digests = {cpus: _python(CORES, prefix=("taskset", "-c", cpus)) for cpus in (str(cores[0]), f"{cores[0]},{cores[1]}")}
+    digests = {cpus: _python(CORES, prefix=("taskset", "-c", cpus))
+               for cpus in (str(cores[0]), f"{cores[0]},{cores[1]}")}
     assert len(set(map(tuple, digests.values()))) == 1, digests
 
 

@@ -13,7 +13,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import pandas as pd
 import pytest
 from cluster import Cluster
 from conftest import GRID
@@ -64,19 +63,20 @@ def test_a_dask_sweep_survives_a_killed_worker_equals_the_local_one_and_restores
     assert "1 of 1 experiments to run on 3 workers" in out and "failed" not in out, out
     runner = re.search(r"sweep-p0-f1-r2-x0: .* \(.*/(w\d)\)$", out, re.MULTILINE)
     assert runner and runner[1] != victim, out  # another worker finished it
-    runs = (cluster.repo.path / "experiments/sweep_runs.csv").read_text().splitlines()
-    assert len(runs) == 1 + 3 and set(runs) <= set((swept.path / "experiments/sweep_runs.csv").read_text()
-                                                         .splitlines()), runs  # header, base, LoRA, full: as local
+    runs, local = ((r.path / "experiments/sweep_runs.csv").read_text().splitlines() for r in (cluster.repo, swept))
+    assert len(runs) == 1 + 3 and set(runs) <= set(local), runs  # header, base, LoRA, full: rows of the local table
     refs = cluster.repo.run("git", "ls-remote", "origin", "refs/exps/*").stdout.split()
     assert sum(r.startswith("refs/exps/") for r in refs) == 1  # the killed try left no ref
 
     # Rank 4 added, on the one worker that has run nothing: the finished experiment is not submitted again, and the
     # new one restores full fine-tuning (which the rank does not change) from the run the other worker pushed.
     cluster.procs.kill(runner[1])
+    (fresh,) = set(cluster.clones) - {victim, runner[1]}
     again_grid = ("--pretrain-seeds", "0", "--finetune-seeds", "1", "--ranks", "2,4", "--replays", "0.0")
     rc, again = cluster.sweep(*again_grid, "--no-anchors")
-    assert rc == 0 and "1 of 2 experiments to run on 1 workers" in again and "failed" not in again, again
-    assert re.search(r"sweep-p0-f1-r4-x0: .* ran finetune,verify \(", again), again  # not finetune_full
+    assert rc == 0 and "1 of 2 experiments to run" in again and "failed" not in again, again
+    ran = re.search(rf"sweep-p0-f1-r4-x0: .* ran (\S+) \(.*/{fresh}\)$", again, re.MULTILINE)
+    assert ran and ran[1] == "finetune,verify", again  # not finetune_full: restored
 
 
 def test_a_queued_experiment_is_bit_identical_to_the_same_run_in_a_workspace(
