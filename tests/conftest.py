@@ -16,11 +16,7 @@ from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
-from e2e import BIN, Repo, copy_of, make_repo, repo_env  # noqa: E402
-
-# The local sweep's grid: one pretrained model (the built one), fine-tuning seeds 0 (the built project's: its full
-# fine-tuning is restored from the run cache) and 1 (trains both), rank 2: one LoRA and one full row over two seeds.
-GRID = ("--pretrain-seeds", "0", "--finetune-seeds", "0,1", "--ranks", "2", "--replays", "0.0", "--no-anchors")
+from e2e import BIN, GRID, Repo, copy_of, make_repo, repo_env  # noqa: E402
 
 
 def _once(tmp_path_factory: pytest.TempPathFactory, worker_id: str, name: str,

@@ -25,6 +25,11 @@ SMALL = {"model": {"hidden_size_1": 32, "hidden_size_2": 16}, "pretrain": {"batc
          "finetune": {"steps": 8, "batch_size": 5},
          "zoo": {"digits": [0, 1], "compose": [0, 1], "steps": 8, "batch_size": 5}}
 
+# The local sweep's grid (conftest.swept): one pretrained model (the built one), fine-tuning seeds 0 (the built
+# project's: its full fine-tuning is restored from the run cache) and 1 (trains both), rank 2: one LoRA and one full
+# row over two seeds.
+GRID = ("--pretrain-seeds", "0", "--finetune-seeds", "0,1", "--ranks", "2", "--replays", "0.0", "--no-anchors")
+
 
 class Repo:
     """A scratch copy of the project, with helpers to run commands in it."""

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 from cluster import Cluster
-from conftest import GRID
-from e2e import BIN, Repo, copy_of, experiment_locks
+from e2e import BIN, GRID, Repo, copy_of, experiment_locks
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +31,7 @@ def cluster(built: tuple[Repo, subprocess.CompletedProcess], tmp_path_factory: p
             up.procs.stop_all()
 
 
-# Fine-tuning seed 1, rank 2: the experiment of the local sweep (conftest.GRID) that trains LoRA and full fine-tuning.
+# Fine-tuning seed 1, rank 2: the experiment of the local sweep (e2e.GRID) that trains LoRA and full fine-tuning.
 ONE = ("--pretrain-seeds", "0", "--finetune-seeds", "1", "--ranks", "2", "--replays", "0.0", "--no-anchors")
 
 

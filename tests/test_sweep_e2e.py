@@ -1,5 +1,5 @@
 """End to end: `experiments/sweep.py` through DVC's queue on this machine, two workers, on the built synthetic project
-(conftest.GRID: one pretrained model, two fine-tuning seeds, rank 2). Each experiment re-trains what its fine-tuning
+(e2e.GRID: one pretrained model, two fine-tuning seeds, rank 2). Each experiment re-trains what its fine-tuning
 seed changes and restores the rest from the run cache; pretraining per seed is covered where it is cheaper
 (test_pipeline_e2e, test_cluster). The same grid on Dask, compared with this one: test_sweep_dask_e2e.py."""
 
